@@ -1,0 +1,1 @@
+"""featstore: a versioned, exactly-once feature cache for multimodal emotion LLMs."""
