@@ -1,0 +1,82 @@
+"""On-disk layout constants of a featstore Zarr v3 group, and the codecs it uses."""
+
+from __future__ import annotations
+
+import numpy as np
+from zarr.codecs import BloscCodec, ZstdCodec
+
+# Store-level attribute naming the format; a group without it is not a featstore.
+FORMAT_KEY = "featstore_format"
+
+# Sample index: fixed-width UTF-8 ids and raw sha256 digests, as uint8 rows,
+# because zarr-python's variable-length strings are an extension other Zarr
+# readers cannot open (DESIGN: keep to core v3 data types).
+ID_BYTES = 128
+HASH_BYTES = 32
+INDEX_CHUNK = 4096  # rows per index chunk; the index is written by the coordinator only
+
+# Failure records: a stage name and a reason, fixed-width UTF-8, one row per sample.
+STAGE_BYTES = 32
+REASON_BYTES = 480
+
+# Commit array values.
+PENDING, OK, FAILED = 0, 1, 2
+STATUS_NAMES = {PENDING: "pending", OK: "ok", FAILED: "failed"}
+
+# Work units hold a power-of-two number of samples so that units of specs with
+# different unit sizes nest (a job can process the largest and fill the rest).
+# Target chunk size: see BENCHMARKS.md (store write/read throughput by chunk size).
+TARGET_CHUNK_BYTES = 16 << 20
+MAX_UNIT = 256
+
+# Per-array runtime config: always write chunks, even all-zero ones (a failed
+# unit), so that `verify` can tell a missing chunk from an empty one.
+ARRAY_CONFIG = {"write_empty_chunks": True}
+
+# Codecs by name (all Zarr v3 core/registered codecs, readable by other
+# implementations). The default was picked from benchmarks/bench_store.py.
+CODECS = {
+    "none": lambda itemsize: None,
+    "zstd1": lambda itemsize: ZstdCodec(level=1),
+    "zstd3": lambda itemsize: ZstdCodec(level=3),
+    "blosc-zstd1-shuffle": lambda itemsize: BloscCodec(typesize=itemsize, cname="zstd", clevel=1, shuffle="shuffle"),
+    "blosc-zstd3-shuffle": lambda itemsize: BloscCodec(typesize=itemsize, cname="zstd", clevel=3, shuffle="shuffle"),
+    "blosc-lz4-shuffle": lambda itemsize: BloscCodec(typesize=itemsize, cname="lz4", clevel=5, shuffle="shuffle"),
+}
+DEFAULT_CODEC = "blosc-zstd1-shuffle"
+
+
+def default_unit_size(shape: tuple[int, ...], dtype: str) -> int:
+    """Largest power of two (<= MAX_UNIT) whose chunk fits TARGET_CHUNK_BYTES."""
+    sample_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    unit = 1
+    while unit * 2 <= MAX_UNIT and unit * 2 * sample_bytes <= TARGET_CHUNK_BYTES:
+        unit *= 2
+    return unit
+
+
+def compressors_for(codec: str, dtype: str) -> list:
+    """Zarr v3 compressors list for a codec name.
+
+    Raises:
+        ValueError: naming the codec when it is unknown.
+    """
+    if codec not in CODECS:
+        raise ValueError(f"unknown codec {codec!r}; choose one of {sorted(CODECS)}")
+    c = CODECS[codec](np.dtype(dtype).itemsize)
+    return [] if c is None else [c]
+
+
+def encode_text(text: str, width: int) -> np.ndarray:
+    """UTF-8 bytes of ``text`` in a zero-padded uint8 row, cut at a character boundary."""
+    raw = text.encode("utf-8")
+    if len(raw) > width:
+        raw = raw[: width - 3].decode("utf-8", "ignore").encode("utf-8") + b"..."
+    row = np.zeros(width, dtype=np.uint8)
+    row[: len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+    return row
+
+
+def decode_text(row: np.ndarray) -> str:
+    """Inverse of ``encode_text``."""
+    return bytes(row).rstrip(b"\0").decode("utf-8")
