@@ -6,7 +6,6 @@ import shutil
 import subprocess
 import tempfile
 import wave
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -21,8 +20,9 @@ FRAME_SIZE = 224  # the input size of the MAE / VideoMAE face encoders
 SAMPLE_RATE = 16_000  # what chinese-hubert-large expects
 PEAK_DBFS = -3.0
 # lfw_subset() holds 100 faces then 100 non-faces; these faces are ones that a
-# frontal-face cascade finds once upscaled to FRAME_SIZE (checked by hand).
-LFW_FACES = (0, 5, 10, 20, 40, 50, 60, 70, 80, 90)
+# frontal-face cascade (OpenCV's LBP model, shipped with scikit-image) finds
+# once framed by _framed_lfw_face (checked one by one).
+LFW_FACES = (0, 2, 5, 7, 10, 13, 15, 20, 24, 28, 33, 37, 40, 45, 50, 55, 60, 66, 72, 80, 88, 95)
 # (F1, F2, F3) in Hz of five vowels (Peterson & Barney averages), each with its bandwidths.
 VOWELS = ((730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480), (570, 840, 2410))
 BANDWIDTHS = (90, 110, 170)
@@ -38,23 +38,6 @@ PROSODY = {
     "contempt": (0.90, "fall", 3.5, 0.00, 0.04),
     "doubt": (1.00, "end_rise", 3.5, 0.00, 0.04),
 }
-
-
-@dataclass(frozen=True)
-class ClipMedia:
-    """The frames and waveform of one demo clip.
-
-    Attributes:
-        frames: uint8 array [T, H, W, 3], RGB.
-        peak_index: index of the frame where zoom, pan and brightness peak.
-        audio: float32 array [S] in [-1, 1] at SAMPLE_RATE.
-        face: which face the frames show ("astronaut" or "lfw:<index>").
-    """
-
-    frames: np.ndarray
-    peak_index: int
-    audio: np.ndarray
-    face: str
 
 
 def espeak_available() -> bool:
@@ -86,16 +69,17 @@ def face_image(index: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
 
 
 def _framed_lfw_face(which: int) -> np.ndarray:
-    """Upscale a 25x25 LFW face smoothly, tint it, and set it on a soft backdrop."""
+    """Upscale a 25x25 LFW face smoothly, tint it, and vignette it onto a soft gradient backdrop."""
     grey = skimage.data.lfw_subset()[which].astype(np.float32)
-    face = cv2.resize(grey, (168, 168), interpolation=cv2.INTER_CUBIC)
-    face = cv2.GaussianBlur(face, (0, 0), 1.5)  # hide the 25-pixel grid
-    pad = (FRAME_SIZE - 168) // 2
+    face = cv2.resize(grey, (176, 176), interpolation=cv2.INTER_CUBIC)
+    face = cv2.GaussianBlur(face, (0, 0), 2.5)  # hide the 25-pixel grid (7x upscale)
+    pad = (FRAME_SIZE - 176) // 2
     canvas = cv2.copyMakeBorder(face, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    backdrop = cv2.GaussianBlur(canvas, (0, 0), 12) * 0.8
+    rows = np.linspace(0.0, 1.0, FRAME_SIZE, dtype=np.float32)[:, None]
+    backdrop = np.broadcast_to(0.55 + 0.2 * rows, canvas.shape) * float(np.median(face))
     mask = np.zeros_like(canvas)
-    mask[pad:-pad, pad:-pad] = 1.0
-    mask = cv2.GaussianBlur(mask, (0, 0), 4)
+    cv2.ellipse(mask, (FRAME_SIZE // 2, FRAME_SIZE // 2), (84, 98), 0, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), 8)
     grey = np.clip(mask * canvas + (1 - mask) * backdrop, 0, 1)
     tint = np.array([1.05, 0.90, 0.80], dtype=np.float32)  # warm skin tone
     return (np.clip(grey[..., None] * tint, 0, 1) * 255).astype(np.uint8)
@@ -158,10 +142,10 @@ def synth_speech(label: str, seconds: float, rng: np.random.Generator) -> np.nda
     f0 = rng.uniform(110, 210) * scale * _contour(contour, t / seconds)
     f0 *= 1 + tremolo * np.sin(2 * np.pi * 5.5 * t) + 0.01 * rng.standard_normal(n).cumsum() / np.sqrt(n)
     source = np.diff(_glottal_pulse(np.cumsum(f0) / SAMPLE_RATE), prepend=0.0)  # lip radiation
+    source += breath * source.std() * 3 * rng.standard_normal(n)  # aspiration, shaped by the formants too
     voiced = _vowel_filter(source, rng)
     envelope = _syllable_envelope(t, seconds, rate, rng)
-    noise = rng.standard_normal(n) * breath * np.abs(voiced).max()
-    signal = envelope * (voiced + noise) + 0.002 * rng.standard_normal(n)
+    signal = envelope * voiced / np.abs(voiced).max() + 0.003 * rng.standard_normal(n)  # a -50 dB room floor
     return normalise(signal)
 
 
@@ -205,7 +189,7 @@ def _vowel_filter(source: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def _syllable_envelope(t: np.ndarray, seconds: float, rate: float, rng: np.random.Generator) -> np.ndarray:
     """Raised-sine syllable bumps at `rate` per second, 20 ms fades, and one or two short pauses."""
     phase = t * rate + rng.uniform(0, 1)
-    env = 0.35 + 0.65 * np.sin(np.pi * (phase % 1.0)) ** 2
+    env = 0.15 + 0.85 * np.sin(np.pi * (phase % 1.0)) ** 2
     for _ in range(1 + int(seconds > 1.5)):
         start = rng.uniform(0.2, max(0.25, seconds - 0.4))
         env[(t >= start) & (t < start + rng.uniform(0.12, 0.25))] = 0.0
@@ -293,24 +277,3 @@ def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray) -> None:
             chunk.sample_rate, chunk.pts = SAMPLE_RATE, start
             out.mux(sound.encode(chunk))
         out.mux(sound.encode(None))
-
-
-def clip_media(index: int, label: str, text: str, seconds: float, seed: int, use_espeak: bool) -> ClipMedia:
-    """Render one clip's frames and waveform from (seed, index) alone.
-
-    Args:
-        index: clip number.
-        label: the clip's emotion label.
-        text: the transcript (spoken when use_espeak).
-        seconds: duration.
-        seed: dataset seed.
-        use_espeak: speak with espeak-ng instead of the built-in synthesiser.
-
-    Returns:
-        the clip's ClipMedia.
-    """
-    rng = np.random.default_rng([seed, index])
-    image, face = face_image(index, rng)
-    frames, peak = animate(image, int(round(seconds * FPS)), rng)
-    audio = espeak_speech(text, label, seconds) if use_espeak else synth_speech(label, seconds, rng)
-    return ClipMedia(frames=frames, peak_index=peak, audio=audio, face=face)
