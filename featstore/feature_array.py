@@ -66,6 +66,10 @@ class FeatureArray:
         start = unit * self.unit_size
         return start, min(start + self.unit_size, self.num_samples)
 
+    def ids(self, start: int = 0, stop: int | None = None) -> list[str]:
+        """Sample ids of rows ``[start, stop)``."""
+        return self._store.sample_ids[start:stop]
+
     def _resize(self, n: int) -> None:
         for k, arr in self._arrays.items():
             arr.resize((n, *arr.shape[1:]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -261,20 +260,25 @@ class FeatureStore:
         self._group.attrs[key] = value
 
     # ---- housekeeping -----------------------------------------------------
-    def cleanup_partials(self) -> list[str]:
-        """Remove temp files left by writers killed mid-write (local stores only).
-
-        Only safe when no writer is running: a job calls it before it starts workers.
-        Returns the removed paths.
-        """
+    def local_root(self) -> Path | None:
+        """The store's folder when it is on the local filesystem, else None."""
         if "://" in self.url and not self.url.startswith("file://"):
-            return []
-        root = Path(self.url.removeprefix("file://"))
+            return None
+        return Path(self.url.removeprefix("file://"))
+
+    def partial_files(self) -> list[Path]:
+        """Temp files left by writers killed mid-write (local stores only)."""
+        root = self.local_root()
+        return [] if root is None else sorted(root.rglob("*.partial"))
+
+    def cleanup_partials(self) -> list[str]:
+        """Remove ``partial_files()``. Only safe while no writer is running:
+        a job calls it before it starts workers. Returns the removed paths."""
         removed = []
-        for p in root.rglob("*.partial"):
-            os.unlink(p)
+        for p in self.partial_files():
+            p.unlink(missing_ok=True)
             removed.append(str(p))
-        return sorted(removed)
+        return removed
 
 
 def store_files(root: str | Path) -> Iterable[Path]:

@@ -1,0 +1,126 @@
+"""The ``featstore`` command: inspect, verify and list failures of a feature store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+import numpy as np
+
+from featstore.errors import FeatstoreError
+from featstore.store import FeatureStore
+from featstore.verify import verify_store
+
+
+def store_info(store: FeatureStore) -> dict:
+    """Summary of a store as plain data (what ``featstore info --json`` prints)."""
+    specs = []
+    for feat in store.features():
+        counts = feat.counts()
+        data = feat.raw("data")
+        stored = feat.nbytes_stored()
+        raw = data.nchunks_initialized * feat.unit_size * int(np.prod(feat.spec.shape)) * data.dtype.itemsize
+        specs.append({
+            "name": feat.spec.name,
+            "id": feat.spec.id,
+            "key": feat.spec.key,
+            "encoder": feat.spec.encoder,
+            "shape": list(feat.spec.shape),
+            "dtype": feat.spec.dtype,
+            "unit_size": feat.unit_size,
+            "units": feat.num_units,
+            "codec": feat.codec,
+            **counts,
+            "bytes_stored": stored,
+            "compression_ratio": round(raw / stored, 3) if stored else None,
+            "spec": feat.spec.to_dict(),
+        })
+    return {"store": store.url, "samples": store.num_samples, "specs": specs}
+
+
+def _print_info(info: dict) -> None:
+    print(f"store   {info['store']}")
+    print(f"samples {info['samples']}")
+    cols = ("name", "id", "shape", "dtype", "committed", "failed", "pending", "bytes_stored", "compression_ratio")
+    rows = [[str(s[c] if c != "shape" else "x".join(map(str, s[c]))) for c in cols] for s in info["specs"]]
+    heads = ["name", "id", "shape", "dtype", "committed", "failed", "pending", "stored", "ratio"]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(heads)]
+    print("  ".join(h.ljust(w) for h, w in zip(heads, widths)))
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+    if not rows:
+        print("(no specs yet)")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = store_info(FeatureStore.open(args.store))
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        _print_info(info)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    report = verify_store(FeatureStore.open(args.store))
+    for note in report.notes:
+        print(f"note: {note}")
+    for problem in report.problems:
+        print(f"PROBLEM: {problem}", file=sys.stderr)
+    verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+    print(f"{verdict}: checked {report.checked_units} units, {report.checked_samples} committed samples")
+    return 0 if report.ok else 1
+
+
+def cmd_failures(args: argparse.Namespace) -> int:
+    store = FeatureStore.open(args.store)
+    rows = [{"spec": f.spec.name, "spec_id": f.spec.id, **r} for f in store.features() for r in f.failures()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        print(f"{r['sample_id']}\t{r['spec']}\t{r['stage']}\t{r['reason']}")
+    print(f"{len(rows)} failure record(s)", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="featstore",
+        description="Inspect a featstore: a Zarr v3 cache of frozen-encoder features for emotion LLMs.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    store_help = "store location: a local path or an fsspec URL (s3://bucket/store.zarr)"
+
+    info = sub.add_parser("info", help="samples, and per spec: id, shape, dtype, committed/failed/pending, size")
+    info.add_argument("store", help=store_help)
+    info.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
+    info.set_defaults(func=cmd_info)
+
+    verify = sub.add_parser(
+        "verify", help="read back every committed unit; exit 1 naming any missing or corrupt chunk"
+    )
+    verify.add_argument("store", help=store_help)
+    verify.set_defaults(func=cmd_verify)
+
+    failures = sub.add_parser("failures", help="list failure records: sample, spec, stage, reason")
+    failures.add_argument("store", help=store_help)
+    failures.add_argument("--json", action="store_true", help="print a JSON list instead of tab-separated lines")
+    failures.set_defaults(func=cmd_failures)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``featstore`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FeatstoreError as e:
+        print(f"featstore {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
