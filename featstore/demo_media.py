@@ -111,8 +111,9 @@ def animate(image: np.ndarray, n_frames: int, rng: np.random.Generator) -> tuple
         m[:, 2] += shift[k]
         moved = cv2.warpAffine(image, m, (FRAME_SIZE, FRAME_SIZE), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REFLECT101)
-        noise = rng.normal(0.0, 2.0, size=moved.shape)
-        frames[k] = np.clip(moved * gain[k] + noise, 0, 255).astype(np.uint8)
+        noise = rng.standard_normal(size=moved.shape, dtype=np.float32)  # sensor noise, sigma 2 levels
+        lit = moved.astype(np.float32) * np.float32(gain[k]) + 2.0 * noise
+        frames[k] = np.clip(lit, 0, 255, out=lit).astype(np.uint8)
     return frames, int(np.argmax(bump))
 
 

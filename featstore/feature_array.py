@@ -75,16 +75,20 @@ class FeatureArray:
             arr.resize((n, *arr.shape[1:]))
 
     # ---- state ------------------------------------------------------------
-    def status(self) -> np.ndarray:
-        """Effective status per sample: a committed sample whose input media
-        changed since it was computed counts as pending."""
-        status = self._arrays["status"][:].astype(np.int8)
-        if status.shape[0] != self._store.num_samples:
+    def status(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Effective status of rows ``[start, stop)``: a committed sample whose input
+        media changed since it was computed counts as pending.
+
+        Raises:
+            StoreError: when samples were appended through another store handle.
+        """
+        if self._arrays["status"].shape[0] != self._store.num_samples:
             raise StoreError(
-                f"spec {self.spec.name!r} has {status.shape[0]} rows but the index has "
+                f"spec {self.spec.name!r} has {self._arrays['status'].shape[0]} rows but the index has "
                 f"{self._store.num_samples}: samples were added through another handle; reopen the store"
             )
-        stale = np.any(self._arrays["media_hash"][:] != self._store.hash_rows(), axis=1)
+        status = self._arrays["status"][start:stop].astype(np.int8)
+        stale = np.any(self._arrays["media_hash"][start:stop] != self._store.hash_rows(start, stop), axis=1)
         status[stale & (status != PENDING)] = PENDING
         return status
 
@@ -199,7 +203,7 @@ class FeatureArray:
     def read_unit(self, unit: int) -> tuple[np.ndarray, np.ndarray]:
         """``(data, status)`` of a whole unit: one chunk read per array."""
         start, stop = self.unit_bounds(unit)
-        return self._arrays["data"][start:stop], self.status()[start:stop]
+        return self._arrays["data"][start:stop], self.status(start, stop)
 
     def iter_committed(self) -> Iterator[tuple[str, np.ndarray]]:
         """Yield ``(sample_id, feature)`` for every committed sample, in index order, a unit at a time."""

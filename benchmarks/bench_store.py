@@ -1,0 +1,119 @@
+"""Store write/read throughput per codec and unit (chunk) size, for a pooled and a token feature.
+
+Run: python benchmarks/bench_store.py [--tokens-n 48] [--pooled-n 4096] [--out benchmarks/results/store.json]
+
+Prints a table and writes the figures as JSON. Data is synthetic but shaped like
+real features (per-channel offsets, low-rank token structure, noise) in fp16,
+since i.i.d. noise would understate what compression can do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from featstore.layout import CODECS, DEFAULT_CODEC
+from featstore.spec import FeatureSpec
+from featstore.store import FeatureStore
+
+POOLED = (1024,)  # local / temporal / audio slots
+TOKENS = (1025, 1408)  # global slot: EVA ViT-g/14 at 448 px
+
+
+def feature_like(n: int, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """Synthetic features with the structure real encoder outputs have."""
+    rng = np.random.default_rng(seed)
+    width = shape[-1]
+    offset = rng.standard_normal(width).astype(np.float32) * 0.5
+    if len(shape) == 1:
+        x = offset + rng.standard_normal((n, width), dtype=np.float32) * 0.3
+    else:
+        basis = rng.standard_normal((8, width), dtype=np.float32)
+        coef = rng.standard_normal((n, shape[0], 8), dtype=np.float32) * 0.4
+        x = offset + coef @ basis + rng.standard_normal((n, *shape), dtype=np.float32) * 0.3
+    return x.astype(np.float16)
+
+
+def run_one(root: Path, data: np.ndarray, codec: str, unit: int) -> dict:
+    """Write ``data`` as one spec in whole units, then read it back unit by unit."""
+    shutil.rmtree(root, ignore_errors=True)
+    n = data.shape[0]
+    store = FeatureStore.create(root)
+    ids = [f"s{i:06d}" for i in range(n)]
+    store.add_samples(ids, [hashlib.sha256(s.encode()).hexdigest() for s in ids])
+    spec = FeatureSpec(name="f", encoder="bench", weights="w", shape=data.shape[1:], dtype="float16")
+    feat = store.add_spec(spec, unit_size=unit, codec=codec)
+    t0 = time.perf_counter()
+    for u in range(feat.num_units):
+        a, b = feat.unit_bounds(u)
+        feat.write_unit(u, data[a:b])
+    t_write = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    total = 0
+    for u in range(feat.num_units):
+        block, _ = feat.read_unit(u)
+        total += block.shape[0]
+    t_read = time.perf_counter() - t0
+    assert total == n
+    mb = data.nbytes / 1e6
+    return {
+        "codec": codec, "unit": unit, "samples": n, "chunk_mb": round(unit * data[0].nbytes / 1e6, 2),
+        "ratio": round(data.nbytes / feat.nbytes_stored(), 3),
+        "write_mb_s": round(mb / t_write, 1), "write_samples_s": round(n / t_write, 1),
+        "read_mb_s": round(mb / t_read, 1), "read_samples_s": round(n / t_read, 1),
+    }
+
+
+def print_table(title: str, rows: list[dict]) -> None:
+    cols = ["codec", "unit", "chunk_mb", "ratio", "write_mb_s", "write_samples_s", "read_mb_s", "read_samples_s"]
+    print(f"\n{title}")
+    print("  ".join(f"{c:>20}" if c == "codec" else f"{c:>15}" for c in cols))
+    for r in rows:
+        print("  ".join(f"{r[c]:>20}" if c == "codec" else f"{r[c]:>15}" for c in cols))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tokens-n", type=int, default=48, help="samples of the [1025,1408] token feature")
+    p.add_argument("--pooled-n", type=int, default=4096, help="samples of the [1024] pooled feature")
+    p.add_argument("--out", default="benchmarks/results/store.json", help="where to write the JSON figures")
+    args = p.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench_store_"))
+    results: dict = {
+        "machine": f"{platform.node()} {platform.machine()} {platform.processor() or ''}".strip(),
+        "python": platform.python_version(), "date": datetime.date.today().isoformat(),
+        "command": "python benchmarks/bench_store.py " + f"--tokens-n {args.tokens_n} --pooled-n {args.pooled_n}",
+    }
+    try:
+        tokens = feature_like(args.tokens_n, TOKENS, seed=0)
+        pooled = feature_like(args.pooled_n, POOLED, seed=1)
+        sections = {
+            "tokens_by_codec": [run_one(tmp / "t", tokens, c, 4) for c in CODECS],
+            "tokens_by_unit": [run_one(tmp / "t", tokens, DEFAULT_CODEC, u) for u in (1, 2, 4, 8, 16)],
+            "pooled_by_codec": [run_one(tmp / "p", pooled, c, 256) for c in CODECS],
+            "pooled_by_unit": [run_one(tmp / "p", pooled, DEFAULT_CODEC, u) for u in (16, 64, 256, 1024)],
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for title, rows in sections.items():
+        print_table(title, rows)
+    results.update(sections)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Keep other benchmarks' sections (the shard reader adds its own) in the same file.
+    old = json.loads(out.read_text()) if out.exists() else {}
+    out.write_text(json.dumps({**old, **results}, indent=2) + "\n")
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
