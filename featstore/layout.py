@@ -25,7 +25,11 @@ STATUS_NAMES = {PENDING: "pending", OK: "ok", FAILED: "failed"}
 
 # Work units hold a power-of-two number of samples so that units of specs with
 # different unit sizes nest (a job can process the largest and fill the rest).
-# Target chunk size: see BENCHMARKS.md (store write/read throughput by chunk size).
+# Chunk sizing from benchmarks/bench_store.py (BENCHMARKS.md): token features
+# write and read fastest at 4-8 samples (12-23 MB chunks), 1-sample chunks are
+# ~2x slower. Pooled features gain ~2.5x from 256 to 1024 samples a unit, but at
+# 256 a unit already writes ~10k samples/s, far above any encoder's rate, and
+# smaller units mean finer retries and more parallel work on small datasets.
 TARGET_CHUNK_BYTES = 16 << 20
 MAX_UNIT = 256
 
@@ -34,7 +38,9 @@ MAX_UNIT = 256
 ARRAY_CONFIG = {"write_empty_chunks": True}
 
 # Codecs by name (all Zarr v3 core/registered codecs, readable by other
-# implementations). The default was picked from benchmarks/bench_store.py.
+# implementations). Default from benchmarks/bench_store.py: on fp16 features every
+# zstd variant saves the same ~8% and blosc's shuffle adds nothing, so plain zstd
+# level 3, the simplest codec for other readers; "none" writes ~1.5x faster.
 CODECS = {
     "none": lambda itemsize: None,
     "zstd1": lambda itemsize: ZstdCodec(level=1),
@@ -43,7 +49,7 @@ CODECS = {
     "blosc-zstd3-shuffle": lambda itemsize: BloscCodec(typesize=itemsize, cname="zstd", clevel=3, shuffle="shuffle"),
     "blosc-lz4-shuffle": lambda itemsize: BloscCodec(typesize=itemsize, cname="lz4", clevel=5, shuffle="shuffle"),
 }
-DEFAULT_CODEC = "blosc-zstd1-shuffle"
+DEFAULT_CODEC = "zstd3"
 
 
 def default_unit_size(shape: tuple[int, ...], dtype: str) -> int:
