@@ -9,6 +9,7 @@ import argparse
 import csv
 import json
 import math
+import numbers
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
@@ -101,6 +102,7 @@ def make_demo_dataset(out_dir: str | Path, n: int = 8, seconds: float = 2.0, see
         FileExistsError: if out_dir is a file, or is not empty and overwrite is False.
     """
     use_espeak = _check_args(n, seconds, seed, audio_source)
+    n, seconds, seed = int(n), float(seconds), int(seed)
     out = _prepare_dir(Path(out_dir), overwrite)
     samples = []
     for i in range(n):
@@ -111,8 +113,9 @@ def make_demo_dataset(out_dir: str | Path, n: int = 8, seconds: float = 2.0, see
         image, face = media.face_image(i, rng)
         frames, peak = media.animate(image, int(round(seconds * media.FPS)), rng)
         audio = media.espeak_speech(text, label, seconds) if use_espeak else media.synth_speech(label, seconds, rng)
-        media.write_mp4(out / "clips" / f"{sample_id}.mp4", frames, audio)
-        media.write_wav(out / "audio" / f"{sample_id}.wav", audio)
+        pcm = media.to_pcm16(audio)
+        media.write_mp4(out / "clips" / f"{sample_id}.mp4", frames, pcm)
+        media.write_wav(out / "audio" / f"{sample_id}.wav", pcm)
         samples.append(DemoSample(sample_id, label, text, len(frames), peak, face))
         if progress is not None:
             progress(f"[{i + 1}/{n}] clips/{sample_id}.mp4 {label} ({face}, peak frame {peak})")
@@ -123,12 +126,12 @@ def make_demo_dataset(out_dir: str | Path, n: int = 8, seconds: float = 2.0, see
 
 def _check_args(n: int, seconds: float, seed: int, audio_source: str) -> bool:
     """Validate make_demo_dataset's arguments; return whether to speak with espeak-ng."""
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CLIPS:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_CLIPS:
         raise ValueError(f"n must be an integer in 1..{MAX_CLIPS}, got {n!r}")
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) \
-            or not 0.2 < seconds <= MAX_SECONDS:
+    is_number = isinstance(seconds, numbers.Real) and not isinstance(seconds, bool)
+    if not (is_number and math.isfinite(seconds) and 0.2 < seconds <= MAX_SECONDS):
         raise ValueError(f"seconds must be a number in (0.2, {MAX_SECONDS}], got {seconds!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if audio_source not in AUDIO_SOURCES:
         raise ValueError(f"audio_source must be one of {AUDIO_SOURCES}, got {audio_source!r}")
@@ -143,7 +146,7 @@ def _prepare_dir(out: Path, overwrite: bool) -> Path:
         raise FileExistsError(f"out_dir {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"out_dir {out} is not empty; pick a new folder or pass overwrite=True")
+            raise FileExistsError(f"out_dir {out} is not empty; pick a new folder or pass overwrite=True (--overwrite)")
         for sub in ("clips", "audio"):
             shutil.rmtree(out / sub, ignore_errors=True)
         for name in OWN_FILES:
@@ -216,7 +219,8 @@ def _write_readme(out: Path, samples: Sequence[DemoSample], seconds: float, seed
         "featstore demo dataset (Emotion-LLaMA / MERR style)",
         "",
         f"{len(samples)} clips of {seconds:g} s, seed {seed}; made by:",
-        f"    python -m featstore.demo OUT_DIR --n {len(samples)} --seconds {seconds:g} --seed {seed}",
+        f"    python -m featstore.demo OUT_DIR --n {len(samples)} --seconds {seconds:g} --seed {seed} "
+        f"--audio-source {'espeak' if audio.startswith('espeak-ng') else 'synth'}",
         "The same command gives byte-identical files on the same software versions.",
         "",
         f"Video: H.264 yuv420p {media.FRAME_SIZE}x{media.FRAME_SIZE} at {media.FPS} fps, with an AAC mono "

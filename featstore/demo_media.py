@@ -245,9 +245,13 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     return data.reshape(-1, channels).mean(axis=1).astype(np.float32) / 32768.0, rate
 
 
-def write_wav(path: Path, audio: np.ndarray) -> None:
-    """Write float audio in [-1, 1] as 16 kHz mono 16-bit PCM WAV (the same bytes every run)."""
-    pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype("<i2")
+def to_pcm16(audio: np.ndarray) -> np.ndarray:
+    """Quantise float audio in [-1, 1] to 16-bit PCM, the one waveform both the wav and the mp4 carry."""
+    return np.clip(np.round(audio * 32767), -32768, 32767).astype("<i2")
+
+
+def write_wav(path: Path, pcm: np.ndarray) -> None:
+    """Write 16-bit PCM samples as a 16 kHz mono WAV (the same bytes every run)."""
     with wave.open(str(path), "wb") as f:
         f.setnchannels(1)
         f.setsampwidth(2)
@@ -255,11 +259,17 @@ def write_wav(path: Path, audio: np.ndarray) -> None:
         f.writeframes(pcm.tobytes())
 
 
-def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray) -> None:
-    """Write H.264 yuv420p video at FPS plus a 16 kHz mono AAC track, byte-identical across runs.
+def write_mp4(path: Path, frames: np.ndarray, pcm: np.ndarray) -> None:
+    """Write H.264 yuv420p video at FPS plus a 16 kHz mono AAC track of 16-bit PCM, byte-identical across runs.
 
-    x264 runs on one thread (its output depends on the thread count) and the
-    muxer is asked for bitexact output with no creation time.
+    x264 runs on one thread (its output depends on the thread count); no
+    creation_time metadata is set, so the mp4 header's times stay 0; bitexact
+    keeps the FFmpeg version string out of the container and the AAC stream.
+
+    Args:
+        path: the .mp4 to write.
+        frames: uint8 RGB frames [T, H, W, 3], H and W even.
+        pcm: 16-bit mono samples at SAMPLE_RATE.
     """
     with av.open(str(path), "w", format="mp4", container_options={"fflags": "+bitexact"}) as out:
         video = out.add_stream("libx264", rate=FPS, options={"preset": "veryfast", "crf": "23", "threads": "1"})
@@ -272,6 +282,7 @@ def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray) -> None:
             frame.pts = k
             out.mux(video.encode(frame))
         out.mux(video.encode(None))
+        audio = pcm.astype(np.float32) / 32768.0
         step = 1024  # one AAC frame
         for start in range(0, audio.size, step):
             chunk = av.AudioFrame.from_ndarray(audio[None, start:start + step], format="fltp", layout="mono")
