@@ -13,6 +13,7 @@ import argparse
 import datetime
 import hashlib
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -41,6 +42,13 @@ def feature_like(n: int, shape: tuple[int, ...], seed: int) -> np.ndarray:
         coef = rng.standard_normal((n, shape[0], 8), dtype=np.float32) * 0.4
         x = offset + coef @ basis + rng.standard_normal((n, *shape), dtype=np.float32) * 0.3
     return x.astype(np.float16)
+
+
+def machine() -> str:
+    """CPU model, cores and memory of this machine, for the record."""
+    model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    mem = next((int(ln.split()[1]) // (1 << 20) for ln in open("/proc/meminfo") if ln.startswith("MemTotal")), 0)
+    return f"{model}, {os.cpu_count()} cores, {mem} GiB, {platform.system()} {platform.machine()}, no GPU"
 
 
 def run_one(root: Path, data: np.ndarray, codec: str, unit: int) -> dict:
@@ -89,7 +97,7 @@ def main() -> None:
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_store_"))
     results: dict = {
-        "machine": f"{platform.node()} {platform.machine()} {platform.processor() or ''}".strip(),
+        "machine": machine(),
         "python": platform.python_version(), "date": datetime.date.today().isoformat(),
         "command": "python benchmarks/bench_store.py " + f"--tokens-n {args.tokens_n} --pooled-n {args.pooled_n}",
     }

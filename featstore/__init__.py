@@ -1,1 +1,9 @@
 """featstore: a versioned, exactly-once feature cache for multimodal emotion LLMs."""
+
+from featstore.feature_array import FeatureArray
+from featstore.manifest import Manifest, Sample, load_manifest
+from featstore.spec import FeatureSpec
+from featstore.store import FeatureStore
+from featstore.verify import verify_store
+
+__all__ = ["FeatureArray", "FeatureSpec", "FeatureStore", "Manifest", "Sample", "load_manifest", "verify_store"]

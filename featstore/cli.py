@@ -11,7 +11,18 @@ import numpy as np
 
 from featstore.errors import FeatstoreError
 from featstore.store import FeatureStore
-from featstore.verify import verify_store
+from featstore.verify import chunk_exists, verify_store
+
+
+def _rows_written(feat) -> int:
+    """Sample rows inside initialised data chunks (the last chunk may be short)."""
+    data = feat.raw("data")
+    rows = data.nchunks_initialized * feat.unit_size
+    last = feat.num_units - 1
+    if rows and chunk_exists(data, last):
+        start, stop = feat.unit_bounds(last)
+        rows -= feat.unit_size - (stop - start)
+    return rows
 
 
 def store_info(store: FeatureStore) -> dict:
@@ -21,7 +32,7 @@ def store_info(store: FeatureStore) -> dict:
         counts = feat.counts()
         data = feat.raw("data")
         stored = feat.nbytes_stored()
-        raw = data.nchunks_initialized * feat.unit_size * int(np.prod(feat.spec.shape)) * data.dtype.itemsize
+        raw = _rows_written(feat) * int(np.prod(feat.spec.shape)) * data.dtype.itemsize
         specs.append({
             "name": feat.spec.name,
             "id": feat.spec.id,

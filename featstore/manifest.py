@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from featstore.errors import DuplicateSampleError, ManifestError
-from featstore.manifest_detect import FORMATS, plan_sources
+from featstore.manifest_detect import FORMATS, Sources, plan_sources
 from featstore.manifest_formats import (DFEW_LABELS, MERR_LABELS, VIDEO_EXTS, Record, read_dfew_csv,
                                         read_generic_csv, read_generic_jsonl, read_label_list, read_merr_json,
                                         read_text, read_transcripts)
@@ -54,7 +54,7 @@ class Sample:
     label: str | None = None
     caption: str | None = None
     reasoning: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)  # compared, but dicts cannot be hashed
     media_hash: str | None = None
     error: str | None = None
 
@@ -198,12 +198,15 @@ class Manifest:
         while lines and not lines[-1].strip():
             lines.pop()
         header = _json_line(source, lines, 0)
-        if not isinstance(header, dict) or header.get("featstore_manifest") != JSONL_VERSION:
-            raise ManifestError(f"{source}: line 1: not a featstore manifest (version {JSONL_VERSION}) header")
+        if not isinstance(header, dict) or header.get("featstore_manifest") != JSONL_VERSION \
+                or not isinstance(header.get("root"), str) or not isinstance(header.get("format"), str):
+            raise ManifestError(f"{source}: line 1: not a featstore manifest header (version {JSONL_VERSION}, "
+                                f"with root and format), got {lines[0][:200]!r}")
         samples = []
         for i in range(1, len(lines)):
+            entry = _json_line(source, lines, i)
             try:
-                samples.append(Sample.from_dict(_json_line(source, lines, i)))
+                samples.append(Sample.from_dict(entry))
             except ManifestError as err:
                 raise ManifestError(f"{source}: line {i + 1}: {err}") from err
         if len(samples) != header.get("samples"):
@@ -241,6 +244,14 @@ def load_manifest(root: str | os.PathLike, format: str = "auto", *, annotation: 
     if not base.is_dir():
         raise ManifestError(f"dataset root {os.fspath(root)!r} is not a folder")
     sources = plan_sources(base, format, annotation, labels, transcripts)
+    records = _read_records(sources)
+    if sources.format in _STEM_FORMATS:
+        locate_videos(base, records, fuzzy_digits=sources.format == "dfew")
+    return Manifest(base, sources.format, tuple(_build_samples(base, records, hash_media)))
+
+
+def _read_records(sources: Sources) -> list[Record]:
+    """Read the annotation, check its ids, and join the label list and transcripts into it."""
     records = _READERS[sources.format](sources.annotation)
     if not records:
         raise ManifestError(f"{sources.annotation}: no samples in this {sources.format} annotation")
@@ -249,18 +260,21 @@ def load_manifest(root: str | os.PathLike, format: str = "auto", *, annotation: 
         _join_labels(records, sources.labels)
     if sources.transcripts is not None:
         _join_transcripts(records, sources.transcripts)
-    if sources.format in _STEM_FORMATS:
-        locate_videos(base, records, fuzzy_digits=sources.format == "dfew")
-    checked = [check_media(base, record) for record in records]
+    return records
+
+
+def _build_samples(root: Path, records: list[Record], hash_media: bool) -> list[Sample]:
+    """Check every record's media (refusing unsafe paths before any hashing), hash what is present."""
+    checked = [check_media(root, record) for record in records]
     todo = [i for i, (_, _, error) in enumerate(checked) if error is None] if hash_media else []
-    digests = dict(zip(todo, hash_all(base, [checked[i][:2] for i in todo])))
+    digests = dict(zip(todo, hash_all(root, [checked[i][:2] for i in todo])))
     samples = []
     for i, (record, (video, audio, error)) in enumerate(zip(records, checked)):
         digest, hash_error = digests.get(i, (None, None))
         fields = {name: record[name] for name in ("transcript", "label", "caption", "reasoning", "extra")}
         samples.append(Sample(record["sample_id"], video, audio, **fields, media_hash=digest,
                               error=error or hash_error))
-    return Manifest(base, sources.format, tuple(samples))
+    return samples
 
 
 def check_unique(ids: Sequence[str], wheres: Sequence[str], source: str) -> None:

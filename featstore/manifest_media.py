@@ -75,7 +75,8 @@ class VideoIndex:
                                 "keep one or pass a generic manifest with explicit paths")
         if found:
             return found[0], None
-        reason = f"missing video file: no {sample_id}{{{','.join(VIDEO_EXTS)}}} under the dataset root"
+        reason = (f"missing video file {sample_id}.* (no file named {sample_id} with extension "
+                  f"{'/'.join(VIDEO_EXTS)} under the dataset root)")
         if self._not_searched:
             reason += f" (not searched: {self._not_searched})"
         return None, reason

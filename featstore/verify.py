@@ -26,7 +26,8 @@ class VerifyReport:
         return not self.problems
 
 
-def _chunk_exists(arr, unit: int) -> bool:
+def chunk_exists(arr, unit: int) -> bool:
+    """Whether the chunk of work unit ``unit`` of a unit-chunked array is on storage."""
     key = arr.metadata.encode_chunk_key((unit,) + (0,) * (arr.ndim - 1))
     return bool(sync(arr.store.exists(f"{arr.path}/{key}")))
 
@@ -34,7 +35,7 @@ def _chunk_exists(arr, unit: int) -> bool:
 def _verify_unit(feat: FeatureArray, unit: int, report: VerifyReport) -> None:
     where = f"spec {feat.spec.key} unit {unit}"
     start, stop = feat.unit_bounds(unit)
-    missing = [n for n in UNIT_ARRAYS if not _chunk_exists(feat.raw(n), unit)]
+    missing = [n for n in UNIT_ARRAYS if not chunk_exists(feat.raw(n), unit)]
     if missing:
         report.problems.append(f"{where}: committed but chunk(s) missing for {missing}")
         return
@@ -71,7 +72,7 @@ def verify_store(store: FeatureStore) -> VerifyReport:
     for feat in store.features():
         status_arr = feat.raw("status")
         for unit in range(feat.num_units):
-            if _chunk_exists(status_arr, unit):
+            if chunk_exists(status_arr, unit):
                 _verify_unit(feat, unit, report)
         stale = feat.counts()
         if stale["pending"]:
