@@ -15,6 +15,12 @@ ID_BYTES = 128
 HASH_BYTES = 32
 INDEX_CHUNK = 4096  # rows per index chunk; the index is written by the coordinator only
 
+# Annotations (labels, transcripts, captions, ...): one canonical JSON object per
+# sample, concatenated UTF-8 in a uint8 array with int64 offsets [N+1] (a ragged
+# array in core types). Written by the coordinator only, whole, when they change.
+ANNOTATION_CHUNK = 1 << 20
+OFFSETS_CHUNK = 1 << 16
+
 # Failure records: a stage name and a reason, fixed-width UTF-8, one row per sample.
 STAGE_BYTES = 32
 REASON_BYTES = 480

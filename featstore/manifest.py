@@ -81,6 +81,12 @@ class Sample:
         out["extra"] = copy.deepcopy(out["extra"])
         return out
 
+    def annotation(self) -> dict[str, Any]:
+        """What a trainer needs besides features: media paths, label, texts, extra
+        fields; empty ones left out. This is what the store keeps per sample."""
+        skip = ("sample_id", "media_hash", "error")
+        return {k: v for k, v in self.to_dict().items() if k not in skip and v not in (None, {})}
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Sample:
         """Build a Sample from :meth:`to_dict` output.

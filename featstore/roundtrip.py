@@ -76,9 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (data / "manifest.csv").exists():
         make_demo_dataset(data, n=args.n, progress=print)
     manifest = load_manifest(data, format="csv")
-    usable = manifest.usable
     store = FeatureStore.open_or_create(out / "store.zarr")
-    added = store.add_samples([s.sample_id for s in usable], [s.media_hash for s in usable])
+    added = store.add_manifest(manifest)
     print(f"manifest: {len(manifest)} samples ({len(manifest.problems)} with problems); store: {added}")
     units = fill(store, manifest)
     report = verify_store(store)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 import zarr
@@ -15,8 +17,10 @@ from featstore.layout import (
     DEFAULT_CODEC,
     FORMAT_KEY,
     HASH_BYTES,
+    ANNOTATION_CHUNK,
     ID_BYTES,
     INDEX_CHUNK,
+    OFFSETS_CHUNK,
     REASON_BYTES,
     STAGE_BYTES,
     compressors_for,
@@ -24,7 +28,10 @@ from featstore.layout import (
     default_unit_size,
     encode_text,
 )
-from featstore.spec import FORMAT_VERSION, FeatureSpec
+from featstore.spec import FORMAT_VERSION, FeatureSpec, canonical_json
+
+if TYPE_CHECKING:
+    from featstore.manifest import Manifest
 
 SPECS_GROUP = "specs"
 
@@ -87,6 +94,10 @@ class FeatureStore:
                 f"samples/{name}", shape=(0, width), chunks=(INDEX_CHUNK, width), dtype="uint8",
                 fill_value=0, compressors=compressors_for("zstd3", "uint8"),
             )
+        group.create_array("samples/annotation_offsets", shape=(1,), chunks=(OFFSETS_CHUNK,), dtype="int64",
+                           fill_value=0, compressors=compressors_for("zstd3", "int64"))
+        group.create_array("samples/annotation_bytes", shape=(0,), chunks=(ANNOTATION_CHUNK,), dtype="uint8",
+                           fill_value=0, compressors=compressors_for("zstd3", "uint8"))
         group.require_group(SPECS_GROUP)
         return cls(group, url)
 
@@ -120,6 +131,7 @@ class FeatureStore:
         self.sample_ids: list[str] = [decode_text(r) for r in raw_ids]
         self._hashes: np.ndarray = self._hash_arr[:]
         self._pos = {sid: i for i, sid in enumerate(self.sample_ids)}
+        self._annotations: list[str] | None = None
 
     @property
     def num_samples(self) -> int:
@@ -140,12 +152,21 @@ class FeatureStore:
         """Raw ``[n, 32]`` uint8 media digests of rows ``[start, stop)``."""
         return self._hashes[start:stop]
 
-    def add_samples(self, ids: Sequence[str], media_hashes: Sequence[str]) -> dict[str, int]:
+    def add_samples(
+        self, ids: Sequence[str], media_hashes: Sequence[str], annotations: Sequence[dict] | None = None
+    ) -> dict[str, int]:
         """Append new samples; for known ids whose media changed, record the new hash
         (their features in every spec become pending). Coordinator only.
 
+        Args:
+            ids: sample ids.
+            media_hashes: sha256 hex of each sample's media bytes.
+            annotations: optional JSON-able dict per sample (label, transcript,
+                caption, ...); replaces the stored one. Changing it never
+                invalidates features: only media bytes do.
+
         Returns:
-            ``{"added": n, "changed": n, "unchanged": n}``.
+            ``{"added": n, "changed": n, "unchanged": n}`` (changed: media changed).
 
         Raises:
             ValueError: naming the id on a bad or duplicated id or a malformed hash.
@@ -170,7 +191,17 @@ class FeatureStore:
         if new_ids:
             self._append(new_ids, np.stack(new_rows))
         self._load_index()
+        if annotations is not None:
+            self._set_annotations(ids, annotations)
         return {"added": len(new_ids), "changed": changed, "unchanged": len(ids) - len(new_ids) - changed}
+
+    def add_manifest(self, manifest: Manifest) -> dict[str, int]:
+        """``add_samples`` for a manifest's usable samples, with their annotations.
+        Samples with problems (missing media) are left out; the caller reports them."""
+        usable = manifest.usable
+        return self.add_samples(
+            [s.sample_id for s in usable], [s.media_hash for s in usable], [s.annotation() for s in usable]
+        )
 
     def _append(self, ids: list[str], rows: np.ndarray) -> None:
         n0, n1 = self.num_samples, self.num_samples + len(ids)
@@ -180,6 +211,47 @@ class FeatureStore:
         self._hash_arr[n0:n1] = rows
         for feat in self.features():
             feat._resize(n1)
+
+    def _load_annotations(self) -> list[str]:
+        if self._annotations is None:
+            offsets = self._group["samples/annotation_offsets"][:]
+            blob = self._group["samples/annotation_bytes"][:].tobytes()
+            if int(offsets[-1]) != len(blob):
+                # A coordinator died between writing the blob and its offsets: the
+                # annotations are unreadable until the next add_samples rewrites them.
+                warnings.warn(f"{self.url}: annotations were interrupted mid-write; re-add them", stacklevel=2)
+                offsets = np.zeros(1, np.int64)
+            self._annotations = [blob[a:b].decode("utf-8") for a, b in zip(offsets[:-1], offsets[1:])]
+            self._annotations += ["{}"] * (self.num_samples - len(self._annotations))
+        return self._annotations
+
+    def annotation(self, sample_id: str) -> dict[str, Any]:
+        """A sample's annotation dict (``{}`` if none was given)."""
+        return json.loads(self._load_annotations()[self.index_of(sample_id)])
+
+    def annotations(self) -> list[dict[str, Any]]:
+        """Every sample's annotation dict, in index order."""
+        return [json.loads(a) for a in self._load_annotations()]
+
+    def _set_annotations(self, ids: Sequence[str], annotations: Sequence[dict]) -> None:
+        if len(annotations) != len(ids):
+            raise ValueError(f"{len(ids)} ids but {len(annotations)} annotations")
+        texts = list(self._load_annotations())
+        for sid, ann in zip(ids, annotations):
+            try:
+                texts[self._pos[sid]] = canonical_json(ann)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"sample {sid!r}: annotation is not JSON data: {e}") from None
+        if texts == self._annotations:
+            return
+        raw = [t.encode("utf-8") for t in texts]
+        offsets = np.concatenate([[0], np.cumsum([len(r) for r in raw])]).astype(np.int64)
+        offs_arr, blob_arr = self._group["samples/annotation_offsets"], self._group["samples/annotation_bytes"]
+        blob_arr.resize((int(offsets[-1]),))
+        blob_arr[:] = np.frombuffer(b"".join(raw), dtype=np.uint8)
+        offs_arr.resize((len(offsets),))
+        offs_arr[:] = offsets  # last, so an interrupted rewrite shows as a length mismatch
+        self._annotations = texts
 
     # ---- specs ------------------------------------------------------------
     def add_spec(self, spec: FeatureSpec, unit_size: int | None = None, codec: str = DEFAULT_CODEC) -> FeatureArray:

@@ -62,3 +62,14 @@ def test_edited_clip_is_recomputed(demo, tmp_path, capsys):
     assert "'changed': 1" in capsys.readouterr().out
     thumb = FeatureStore.open(tmp_path / "out" / "store.zarr").feature("thumb")
     np.testing.assert_array_equal(thumb.read_id("demo_0001"), thumb.read_id("demo_0000"))
+
+
+def test_store_keeps_manifest_annotations(demo, tmp_path):
+    manifest = load_manifest(demo, format="merr")
+    store = FeatureStore.create(tmp_path / "s.zarr")
+    assert store.add_manifest(manifest)["added"] == N
+    ann = FeatureStore.open(tmp_path / "s.zarr").annotation("demo_0001")
+    sample = manifest.get("demo_0001")
+    assert ann["label"] == "angry" and ann["caption"] == sample.caption and ann["reasoning"] == sample.reasoning
+    assert ann["video"] == "clips/demo_0001.mp4" and ann["extra"]["peak_index"] == sample.extra["peak_index"]
+    assert "media_hash" not in ann and "audio" not in ann

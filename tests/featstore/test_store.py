@@ -140,3 +140,23 @@ def test_fsspec_memory_url():
     feat = store.add_spec(FeatureSpec(name="x", encoder="e", weights="w", shape=(3,)), unit_size=2)
     feat.write_unit(0, np.ones((2, 3)))
     np.testing.assert_array_equal(FeatureStore.open(url).feature("x").read_id("b"), np.ones(3, np.float16))
+
+
+def test_annotations_round_trip_and_update(store):
+    anns = [{"label": "happy", "transcript": f"line {i}", "extra": {"peak_index": i}} for i in range(20)]
+    store.add_samples(store.sample_ids, [w.media_hash(s) for s in store.sample_ids], anns)
+    again = FeatureStore.open(store.url, "r+")
+    assert again.annotation("clip_0004") == anns[4] and again.annotations() == anns
+    # A corrected label and a new sample; features are not invalidated by annotations.
+    res = again.add_samples(["clip_0004", "new"], [w.media_hash("clip_0004"), h("new")],
+                            [{"label": "sad"}, {"label": "fear", "transcript": "ü"}])
+    assert res == {"added": 1, "changed": 0, "unchanged": 1}
+    third = FeatureStore.open(store.url)
+    assert third.annotation("clip_0004") == {"label": "sad"} and third.annotation("new")["transcript"] == "ü"
+    assert third.annotation("clip_0005") == anns[5]
+    with pytest.raises(ValueError, match="clip_0001.*not JSON"):
+        again.add_samples(["clip_0001"], [w.media_hash("clip_0001")], [{"x": float("nan")}])
+
+
+def test_samples_without_annotations_read_as_empty(store):
+    assert store.annotation("clip_0000") == {}
