@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = out / "data"
     if not (data / "manifest.csv").exists():
         make_demo_dataset(data, n=args.n, progress=print)
-    manifest = load_manifest(data, format="csv")
+    manifest = load_manifest(data, format="merr")
     store = FeatureStore.open_or_create(out / "store.zarr")
     added = store.add_manifest(manifest)
     print(f"manifest: {len(manifest)} samples ({len(manifest.problems)} with problems); store: {added}")
