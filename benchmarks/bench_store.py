@@ -81,6 +81,63 @@ def run_one(root: Path, data: np.ndarray, codec: str, unit: int) -> dict:
     }
 
 
+def _filled_store(root: Path, data: np.ndarray, unit: int) -> FeatureStore:
+    store = FeatureStore.create(root)
+    ids = [f"s{i:06d}" for i in range(data.shape[0])]
+    store.add_samples(ids, [hashlib.sha256(s.encode()).hexdigest() for s in ids], [{"label": "happy"}] * len(ids))
+    feat = store.add_spec(FeatureSpec(name="f", encoder="bench", weights="w", shape=data.shape[1:]), unit_size=unit)
+    for u in range(feat.num_units):
+        a, b = feat.unit_bounds(u)
+        feat.write_unit(u, data[a:b])
+    return store
+
+
+def bench_readers(tmp: Path, tokens: np.ndarray, pooled: np.ndarray, repeats: int = 3) -> list[dict]:
+    """Shard streaming vs a raw sequential read of the same tar bytes, and Zarr random access.
+    Everything is read warm from the page cache (a first pass is discarded)."""
+    from featstore.reader import ShardDataset, ZarrDataset
+    from featstore.shards import export_wds
+
+    store = _filled_store(tmp / "rt", tokens, 4)
+    export_wds(store, str(tmp / "wds"), maxcount=16)
+    tars = sorted((tmp / "wds").glob("*.tar"))
+    nbytes = sum(p.stat().st_size for p in tars)
+    ds = ShardDataset(str(tmp / "wds"))
+
+    def raw() -> int:
+        for p in tars:
+            with open(p, "rb", buffering=0) as f:
+                while f.read(1 << 20):
+                    pass
+        return len(tokens)
+
+    def stream() -> int:
+        return sum(1 for _ in ds)
+
+    rows = []
+    for name, fn in (("raw sequential read", raw), ("ShardDataset stream", stream)):
+        fn()
+        t = min(_timed(fn) for _ in range(repeats))
+        rows.append({"reader": name, "feature": "tokens", "mb_s": round(nbytes / 1e6 / t, 1),
+                     "samples_s": round(len(tokens) / t, 1)})
+    rows.append({"reader": "stream / raw", "feature": "tokens", "mb_s": round(rows[1]["mb_s"] / rows[0]["mb_s"], 3),
+                 "samples_s": None})
+    for feature, data, unit in (("tokens", tokens, 4), ("pooled", pooled, 256)):
+        zd = ZarrDataset(_filled_store(tmp / f"z{feature}", data, unit))
+        order = np.random.default_rng(0).permutation(len(zd))[: min(len(zd), 400)]
+        zd[int(order[0])]
+        t = _timed(lambda: [zd[int(i)] for i in order])
+        rows.append({"reader": "ZarrDataset random access", "feature": feature,
+                     "mb_s": round(len(order) * data[0].nbytes / 1e6 / t, 1), "samples_s": round(len(order) / t, 1)})
+    return rows
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def print_table(title: str, rows: list[dict]) -> None:
     cols = ["codec", "unit", "chunk_mb", "ratio", "write_mb_s", "write_samples_s", "read_mb_s", "read_samples_s"]
     print(f"\n{title}")
@@ -110,11 +167,15 @@ def main() -> None:
             "pooled_by_codec": [run_one(tmp / "p", pooled, c, 256) for c in CODECS],
             "pooled_by_unit": [run_one(tmp / "p", pooled, DEFAULT_CODEC, u) for u in (16, 64, 256, 1024)],
         }
+        readers = bench_readers(tmp, tokens, pooled)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for title, rows in sections.items():
         print_table(title, rows)
-    results.update(sections)
+    print("\nreaders")
+    for r in readers:
+        print(f"{r['reader']:>28} {r['feature']:>8} {r['mb_s']:>10} MB/s {r['samples_s']} samples/s")
+    results.update(sections, readers=readers)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Keep other benchmarks' sections (the shard reader adds its own) in the same file.

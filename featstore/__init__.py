@@ -2,8 +2,22 @@
 
 from featstore.feature_array import FeatureArray
 from featstore.manifest import Manifest, Sample, load_manifest
+from featstore.reader import ShardDataset, ZarrDataset, open_features
+from featstore.shards import export_wds
 from featstore.spec import FeatureSpec
 from featstore.store import FeatureStore
 from featstore.verify import verify_store
 
-__all__ = ["FeatureArray", "FeatureSpec", "FeatureStore", "Manifest", "Sample", "load_manifest", "verify_store"]
+__all__ = [
+    "FeatureArray",
+    "FeatureSpec",
+    "FeatureStore",
+    "Manifest",
+    "Sample",
+    "ShardDataset",
+    "ZarrDataset",
+    "export_wds",
+    "load_manifest",
+    "open_features",
+    "verify_store",
+]
