@@ -6,8 +6,11 @@ Makes ``--n`` demo clips (224x224 H.264 at 25 fps with a 16 kHz AAC track,
 plus their wavs) in a temporary folder, times each task per clip through the
 public API (so the time-limit thread is included), and prints a table. Every
 figure is the median over ``--repeats`` passes after one warm-up pass, on one
-thread per decode (decord ``num_threads=1``, PyAV ``thread_count=1``), as a
-CPU decode task in the extraction pipeline runs.
+thread per decode (decord ``num_threads=1``, PyAV ``thread_count=1``, torch
+and OpenCV set to one thread), as a one-CPU decode task in the extraction
+pipeline runs: Ray sets OMP_NUM_THREADS=1 for such tasks, and on a busy
+2-core machine torch's default two threads made the 44.1 kHz resampling
+four times slower, not faster.
 
 The JSON file holds one self-describing section group per benchmark (this one
 writes ``"decode"``, with the machine, command and date); :func:`merge_sections`
@@ -31,7 +34,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+import torch
 from scipy.signal import resample_poly
 
 from featstore.audio import AudioDecodeConfig, decode_audio
@@ -156,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed passes after the warm-up (default 3)")
     p.add_argument("--out", default="benchmarks/results/decode.json", help="JSON file to merge the figures into")
     args = p.parse_args(argv)
+    torch.set_num_threads(1)  # one core per decode task (see the module docstring)
+    cv2.setNumThreads(1)
     tmp = Path(tempfile.mkdtemp(prefix="bench_decode_"))
     try:
         root = make_demo_dataset(tmp / "ds", n=args.n, seconds=args.seconds, audio_source="synth")
@@ -168,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print_table(rows)
-    group = {"machine": machine(), "python": platform.python_version(), "date": datetime.date.today().isoformat(),
+    group = {"machine": machine(), "threads_per_decode": 1, "python": platform.python_version(),
+             "date": datetime.date.today().isoformat(),
              "command": f"python benchmarks/bench_decode.py --n {args.n} --seconds {args.seconds:g} "
                         f"--repeats {args.repeats}",
              "clips": {"n": args.n, "seconds": args.seconds, "size": "224x224", "fps": 25, "frames": n_frames,

@@ -23,3 +23,79 @@ class StoreError(FeatstoreError):
 
 class SpecMismatchError(StoreError):
     """A store or shard set holds features of a different spec than expected."""
+
+
+class MediaError(FeatstoreError):
+    """A clip's media cannot be decoded or cropped; ``reason`` and ``stage`` say why and where.
+
+    Attributes:
+        reason: A short fixed code for the kind of failure ("unreadable",
+            "no_video_stream", "no_audio_stream", "too_short", "timeout"), the
+            same for every instance of a subclass, so failures can be counted.
+        stage: Where it happened: one of MEDIA_STAGES.
+        path: The media file, or None when there is none (frames already in memory).
+    """
+
+    reason = "media"
+    MEDIA_STAGES = ("decode_video", "decode_audio", "face")
+
+    def __init__(self, message: str, *, stage: str, path: str | None = None) -> None:
+        if stage not in self.MEDIA_STAGES:
+            raise ValueError(f"stage must be one of {self.MEDIA_STAGES}, got {stage!r}")
+        super().__init__(message)
+        self.stage = stage
+        self.path = None if path is None else str(path)
+
+    def __reduce__(self):
+        # Errors cross process boundaries (Ray tasks); the default pickling passes
+        # only args to __init__ and would lose the keyword-only stage and path.
+        return (_rebuild_media_error, (type(self), str(self), self.stage, self.path))
+
+
+def _rebuild_media_error(cls: type, message: str, stage: str, path: str | None) -> MediaError:
+    """Unpickle a MediaError subclass with its stage and path."""
+    return cls(message, stage=stage, path=path)
+
+
+class UnreadableMediaError(MediaError):
+    """The file is missing, empty, not a media container, truncated or corrupt."""
+
+    reason = "unreadable"
+
+
+class NoVideoStreamError(MediaError):
+    """Video was requested from a file that has no video stream (an audio-only file)."""
+
+    reason = "no_video_stream"
+
+
+class NoAudioStreamError(MediaError):
+    """Audio was requested from a file that has no audio stream (a silent clip)."""
+
+    reason = "no_audio_stream"
+
+
+class MediaTooShortError(MediaError):
+    """The media holds fewer frames or samples than the decode needs (the minimum is named)."""
+
+    reason = "too_short"
+
+
+class DecodeTimeout(MediaError):
+    """A decode ran past its time limit and was abandoned."""
+
+    reason = "timeout"
+
+
+class CheckpointError(FeatstoreError):
+    """An encoder checkpoint cannot be loaded: wrong model type, or weights that do not fit the model."""
+
+
+class CheckpointNotFoundError(CheckpointError):
+    """An encoder checkpoint is neither a local folder nor a hub name that can be fetched (or found in the cache)."""
+
+
+class FaceDetectorError(MediaError):
+    """The face detector cannot be loaded (a broken OpenCV install), so no crop can be made."""
+
+    reason = "detector_unavailable"
