@@ -1,0 +1,149 @@
+"""The local encoder: MAE ViT-L on the face crop of each sampled frame, mean over tokens then over frames.
+
+``ViTMAEModel`` is the MAE encoder, built for pre-training: it drops
+``mask_ratio`` of the patch tokens after shuffling them with random noise
+(``ViTMAEEmbeddings.random_masking``). For features the encoder loads with
+``mask_ratio=0`` and is given a fixed ``noise = arange(L)``: argsort of an
+increasing sequence is the identity, so every token is kept in its own place
+and no random number is drawn. Without the fixed noise the tokens come out in a
+random order, and their mean differs in the last bits from run to run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from transformers import ViTMAEModel
+
+from featstore.encoders import base, checkpoints, pixels
+from featstore.spec import FeatureSpec
+
+INPUT_KEY = "faces"
+
+
+class MaeLocalEncoder:
+    """Callable for Ray Data ``map_batches``: ``{"faces": uint8 [B, F, H, W, 3]}`` to ``{"local": [B, D]}``.
+
+    Each clip's F face crops go through the model as one batch of F images; the
+    feature is the mean of ``last_hidden_state`` (after the final layer norm)
+    over tokens, then over the F frames, computed in float32. Other columns
+    pass through; ``faces`` is dropped.
+
+    Args:
+        source: A folder or hub name of a ViTMAE checkpoint, e.g. ``"facebook/vit-mae-large"``.
+        device: as ``EvaGlobalEncoder``.
+        dtype: as ``EvaGlobalEncoder``.
+        image_size: square size face crops are resized to (PIL; a no-op for crops already that size).
+        resample: PIL filter for that resize (the checkpoint's preprocessor_config says bilinear).
+        image_mean: per-channel mean after rescaling to [0, 1] (ImageNet's).
+        image_std: per-channel std (ImageNet's).
+        include_cls: whether the CLS token enters the token mean. Default False, as
+            MAE's own global pooling (``models_vit.py``: ``x[:, 1:].mean(1)``).
+        frames: if set, the number of face crops every clip must have (recorded in the spec).
+        output_dtype: as ``EvaGlobalEncoder``.
+        attn_implementation: as ``EvaGlobalEncoder``.
+        clips_per_forward: as ``EvaGlobalEncoder``.
+        deterministic: as ``EvaGlobalEncoder``.
+        upstream: as ``EvaGlobalEncoder`` (e.g. frame sampling and face detector).
+        name: the feature's name in the store.
+
+    Raises:
+        CheckpointNotFoundError: the source cannot be found.
+        CheckpointError: its weights do not fit ``ViTMAEModel``.
+        ValueError: naming any bad parameter.
+    """
+
+    def __init__(self, source: str, *, device: str | None = None, dtype: str | None = None, image_size: int = 224,
+                 resample: str = "bilinear", image_mean: Sequence[float] = pixels.IMAGENET_MEAN,
+                 image_std: Sequence[float] = pixels.IMAGENET_STD, include_cls: bool = False,
+                 frames: int | None = None, output_dtype: str = "float16", attn_implementation: str = "sdpa",
+                 clips_per_forward: int = 1, deterministic: bool = True,
+                 upstream: Mapping[str, Any] | None = None, name: str = "local") -> None:
+        self.source = str(source)
+        self.device = base.choose_device(device)
+        self.compute_dtype = base.choose_dtype(self.device, dtype)
+        self.output_dtype = base.check_output_dtype(output_dtype)
+        self.image_size = base.check_positive_int("image_size", image_size)
+        self.resample = pixels.check_resample(resample)
+        self.image_mean = pixels.check_stats("image_mean", image_mean)
+        self.image_std = pixels.check_stats("image_std", image_std)
+        if not isinstance(include_cls, bool):
+            raise ValueError(f"include_cls must be a bool, got {include_cls!r}")
+        self.include_cls = include_cls
+        self.frames = None if frames is None else base.check_positive_int("frames", frames)
+        self.attn = base.check_attn_implementation(attn_implementation)
+        self.clips_per_forward = base.check_positive_int("clips_per_forward", clips_per_forward)
+        self.upstream = base.check_upstream(upstream)
+        self.name = name
+        if deterministic:
+            base.ask_for_determinism(self.device)
+        model = checkpoints.load_model(name, ViTMAEModel, self.source, mask_ratio=0.0,
+                                       attn_implementation=self.attn)
+        self.weights = base.fingerprint_state_dict(model)
+        self.config_hash = base.fingerprint_config(model.config)
+        self.model = base.freeze(model, self.device, self.compute_dtype)
+        if self.image_size != model.config.image_size:
+            raise ValueError(f"image_size {image_size} differs from the checkpoint's {model.config.image_size}; "
+                             "ViTMAE's fixed sin-cos position table only fits its own size")
+        self.num_patches = (self.image_size // model.config.patch_size) ** 2
+
+    @property
+    def spec(self) -> FeatureSpec:
+        """The FeatureSpec of what this encoder writes."""
+        preprocess = {
+            "upstream": self.upstream,
+            "frames": self.frames,
+            "image_size": self.image_size,
+            "resize": "square (PIL)",
+            "resample": self.resample,
+            "rescale": pixels.RESCALE,
+            "image_mean": list(self.image_mean),
+            "image_std": list(self.image_std),
+            "mask_ratio": 0.0,
+            "token_order": "identity (noise = arange)",
+            "include_cls": self.include_cls,
+            "pooling_dtype": "float32",
+            "pillow_version": pixels.PILLOW_VERSION,
+            **base.common_preprocess(self.config_hash, self.device, self.compute_dtype, self.attn,
+                                     self.clips_per_forward),
+        }
+        return FeatureSpec(name=self.name, encoder=type(self.model).__name__, weights=self.weights,
+                           shape=(self.model.config.hidden_size,), dtype=self.output_dtype.name,
+                           preprocess=preprocess, layer=None, pooling="mean_tokens_then_frames", source=self.source)
+
+    def preprocess(self, faces: np.ndarray) -> torch.Tensor:
+        """uint8 ``[N, H, W, 3]`` face crops to the float32 pixel tensor ``[N, 3, S, S]`` (on the CPU)."""
+        pixels.check_frames(faces, INPUT_KEY)
+        resized = pixels.resize_to_square(faces, self.image_size, self.resample)
+        return torch.from_numpy(pixels.normalize(resized, self.image_mean, self.image_std))
+
+    def tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The model on ``[N, 3, S, S]`` with every token kept in order: float32 ``[N, 1 + L, D]`` on the CPU."""
+        x = pixel_values.to(self.device, self.compute_dtype)
+        noise = torch.arange(self.num_patches, device=self.device, dtype=torch.float32).expand(len(x), -1)
+        return self.model(pixel_values=x, noise=noise).last_hidden_state.float().cpu()
+
+    def pool(self, tokens: torch.Tensor, clips: int) -> torch.Tensor:
+        """``[clips * F, 1 + L, D]`` tokens to ``[clips, D]``: mean over tokens, then over frames."""
+        per_frame = (tokens if self.include_cls else tokens[:, 1:]).mean(dim=1)
+        return per_frame.reshape(clips, -1, per_frame.shape[-1]).mean(dim=1)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Encode one batch; see the class docstring for columns.
+
+        Raises:
+            KeyError: the batch has no ``faces`` column.
+            ValueError: ``faces`` is not uint8 ``[B, F, H, W, 3]``, or F is not ``frames``.
+        """
+        faces = base.require_column(batch, INPUT_KEY, 5, np.uint8)
+        if faces.shape[1] < 1 or (self.frames is not None and faces.shape[1] != self.frames):
+            raise ValueError(f"column {INPUT_KEY!r} has {faces.shape[1]} frames per clip; "
+                             f"expected {self.frames or 'at least 1'}")
+        out = np.empty((len(faces), self.model.config.hidden_size), dtype=self.output_dtype)
+        with torch.inference_mode():
+            for a, b in base.chunks(len(faces), self.clips_per_forward):
+                flat = faces[a:b].reshape(-1, *faces.shape[2:])
+                out[a:b] = self.pool(self.tokens(self.preprocess(flat)), b - a).numpy()
+        return base.pass_through(batch, (INPUT_KEY,), self.name, out)

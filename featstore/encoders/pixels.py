@@ -1,0 +1,124 @@
+"""Image preprocessing for the vision encoders: PIL resize, centre crop, rescale and normalise, on the CPU.
+
+The arithmetic follows transformers' PIL image processors step for step (PIL
+resize of uint8 pixels, rescale in float64 then float32, normalise in float32),
+so that ``BlipImageProcessorPil`` / ``ViTImageProcessorPil`` /
+``VideoMAEImageProcessorPil`` with the same settings give bitwise the same
+pixels. It always runs on the CPU, so the pixels a model sees do not depend on
+which GPU runs it. The original BLIP-2 / MiniGPT-v2 / Emotion-LLaMA evaluation
+transform also resizes PIL images (torchvision ``Resize`` on a PIL image calls
+PIL), so the resample filter is the same one the models were used with.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import PIL
+from PIL import Image
+
+# OpenAI CLIP statistics (BLIP-2's eval transform; transformers' OPENAI_CLIP_MEAN/STD).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# ImageNet statistics (MAE and VideoMAE checkpoints' preprocessor_config.json;
+# transformers' IMAGENET_DEFAULT_MEAN/STD, not the 0.5 "standard" ones).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESCALE = 1 / 255
+# PIL's resampling code decides the resized pixels, so its version is recorded with them.
+PILLOW_VERSION = PIL.__version__
+RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def check_resample(name: str) -> str:
+    """Validate a resample filter name.
+
+    Raises:
+        ValueError: ``name`` is not one of ``RESAMPLE``.
+    """
+    if name not in RESAMPLE:
+        raise ValueError(f"resample {name!r} is not one of {sorted(RESAMPLE)}")
+    return name
+
+
+def check_stats(name: str, values: Sequence[float]) -> tuple[float, float, float]:
+    """Validate a per-channel mean or std: three finite floats (std also positive).
+
+    Raises:
+        ValueError: naming the parameter and the bad value.
+    """
+    vals = tuple(float(v) for v in values)
+    if len(vals) != 3 or not all(np.isfinite(vals)):
+        raise ValueError(f"{name} must be three finite numbers (R, G, B), got {values!r}")
+    if name.endswith("std") and min(vals) <= 0:
+        raise ValueError(f"{name} must be positive, got {values!r}")
+    return vals
+
+
+def check_frames(arr: np.ndarray, key: str) -> None:
+    """Check that ``arr`` is uint8 RGB frames ``[..., H, W, 3]`` with a non-empty picture.
+
+    Raises:
+        ValueError: naming the column and its shape or dtype.
+    """
+    if arr.dtype != np.uint8:
+        raise ValueError(f"column {key!r} must be uint8 RGB, got {arr.dtype}")
+    if arr.ndim < 3 or arr.shape[-1] != 3 or arr.shape[-2] < 1 or arr.shape[-3] < 1:
+        raise ValueError(f"column {key!r} must end in [H, W, 3] (RGB), got shape {arr.shape}")
+
+
+def resize(frame: np.ndarray, height: int, width: int, resample: str) -> np.ndarray:
+    """Resize one uint8 ``[H, W, 3]`` frame with PIL; returns uint8 ``[height, width, 3]``."""
+    image = Image.fromarray(np.ascontiguousarray(frame))
+    return np.asarray(image.resize((width, height), resample=RESAMPLE[resample]))
+
+
+def shortest_edge_size(height: int, width: int, shortest_edge: int) -> tuple[int, int]:
+    """Output size of a resize whose short side becomes ``shortest_edge`` (long side truncated, as transformers)."""
+    if width <= height:
+        return int(shortest_edge * height / width), shortest_edge
+    return shortest_edge, int(shortest_edge * width / height)
+
+
+def center_crop(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Crop the centre ``[height, width]`` of a frame at least that large.
+
+    Raises:
+        ValueError: the frame is smaller than the crop.
+    """
+    h, w = frame.shape[:2]
+    if h < height or w < width:
+        raise ValueError(f"cannot centre-crop {height}x{width} from a {h}x{w} frame")
+    top, left = (h - height) // 2, (w - width) // 2
+    return frame[top:top + height, left:left + width]
+
+
+def normalize(frames: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """uint8 ``[N, H, W, 3]`` to float32 ``[N, 3, H, W]``: ``(x / 255 - mean) / std``.
+
+    Rescaling goes through float64 and normalising is done in float32, the
+    order and precision of transformers' ``rescale`` and ``normalize``.
+    """
+    x = (frames.astype(np.float64) * RESCALE).astype(np.float32)
+    x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def resize_to_square(frames: np.ndarray, size: int, resample: str) -> np.ndarray:
+    """Resize every uint8 ``[N, H, W, 3]`` frame to ``[size, size]`` (aspect ratio not kept, as BLIP-2)."""
+    return np.stack([resize(f, size, size, resample) for f in frames])
+
+
+def resize_and_crop(frames: np.ndarray, shortest_edge: int, crop: int, resample: str) -> np.ndarray:
+    """Resize each uint8 ``[N, H, W, 3]`` frame so its short side is ``shortest_edge``, then centre-crop ``crop``."""
+    out = []
+    for f in frames:
+        h, w = shortest_edge_size(f.shape[0], f.shape[1], shortest_edge)
+        out.append(center_crop(resize(f, h, w, resample), crop, crop))
+    return np.stack(out)
