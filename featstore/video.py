@@ -18,7 +18,7 @@ import os
 import re
 import threading
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import av
 import decord
@@ -216,24 +216,37 @@ def decode_video(path: str | os.PathLike, config: VideoDecodeConfig | None = Non
         DecodeTimeout: the decode took longer than ``timeout_s``.
     """
     cfg = VideoDecodeConfig() if config is None else config
+    return decode_video_policies(path, (cfg.policy,), cfg.backend, peak_index=peak_index, timeout_s=timeout_s)[0]
 
-    def work(cancel: threading.Event) -> DecodedVideo:
+
+def decode_video_policies(path: str | os.PathLike, policies: Sequence[FramePolicy], backend: str = "auto", *,
+                          peak_index: int | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S
+                          ) -> list[DecodedVideo]:
+    """Decode the frames of several policies with one open and one pass: each frame
+    any policy needs is decoded once. Same errors as ``decode_video``.
+
+    Returns:
+        one DecodedVideo per policy, in order.
+    """
+    VideoDecodeConfig(policies[0], backend)  # validates the backend name
+
+    def work(cancel: threading.Event) -> list[DecodedVideo]:
         check_file(path, stage=STAGE)  # inside the time limit: even a stat can hang on a network filesystem
-        if cfg.backend == "pyav":
-            return _decode_pyav(path, cfg.policy, peak_index, cancel)
+        if backend == "pyav":
+            return _decode_pyav(path, policies, peak_index, cancel)
         try:
-            return _decode_decord(path, cfg.policy, peak_index, cancel)
+            return _decode_decord(path, policies, peak_index, cancel)
         except (UnreadableMediaError, NoVideoStreamError):
-            if cfg.backend == "decord":
+            if backend == "decord":
                 raise
             # auto: PyAV opens some files decord cannot and names the failure more precisely.
-            return _decode_pyav(path, cfg.policy, peak_index, cancel)
+            return _decode_pyav(path, policies, peak_index, cancel)
 
     return run_with_timeout(work, timeout_s, stage=STAGE, path=path)
 
 
-def _decode_decord(path: str | os.PathLike, policy: FramePolicy, peak_index: int | None,
-                   cancel: threading.Event) -> DecodedVideo:
+def _decode_decord(path: str | os.PathLike, policies: Sequence[FramePolicy], peak_index: int | None,
+                   cancel: threading.Event) -> list[DecodedVideo]:
     """Decode the selected frames with decord (one thread, batched get_batch)."""
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
@@ -242,8 +255,8 @@ def _decode_decord(path: str | os.PathLike, policy: FramePolicy, peak_index: int
         missing = "cannot find video stream" in str(err)
         error = NoVideoStreamError if missing else UnreadableMediaError
         raise error(f"decord cannot open {path}: {_first_line(err)}", stage=STAGE, path=str(path)) from err
-    selection = _select(policy, len(reader), peak_index, path)
-    wanted = sorted(set(selection.indices))
+    selections = [_select(p, len(reader), peak_index, path) for p in policies]
+    wanted = sorted({i for sel in selections for i in sel.indices})
     decoded = []
     try:
         for start in range(0, len(wanted), _DECORD_BATCH):
@@ -252,19 +265,19 @@ def _decode_decord(path: str | os.PathLike, policy: FramePolicy, peak_index: int
     except (RuntimeError, decord.DECORDError) as err:
         raise UnreadableMediaError(f"decord cannot decode frames of {path}: {_first_line(err)}", stage=STAGE,
                                    path=str(path)) from err
-    frames = _gather(np.concatenate(decoded), wanted, selection.indices)
-    return DecodedVideo(frames, selection, len(reader), float(reader.get_avg_fps()), "decord")
+    unique, fps = np.concatenate(decoded), float(reader.get_avg_fps())
+    return [DecodedVideo(_gather(unique, wanted, sel.indices), sel, len(reader), fps, "decord") for sel in selections]
 
 
-def _decode_pyav(path: str | os.PathLike, policy: FramePolicy, peak_index: int | None,
-                 cancel: threading.Event) -> DecodedVideo:
+def _decode_pyav(path: str | os.PathLike, policies: Sequence[FramePolicy], peak_index: int | None,
+                 cancel: threading.Event) -> list[DecodedVideo]:
     """Decode the selected frames with PyAV, reading from the start and stopping after the last one needed."""
     with open_av(path, stage=STAGE, kind="video") as (container, stream):
         stream.codec_context.thread_count = 1  # like decord's num_threads=1: one core per decode task
         num = stream.frames or _count_packets(path, cancel)  # some containers (mkv, webm) do not say
         fps = float(stream.average_rate or 0.0)
-        selection = _select(policy, num, peak_index, path)
-        wanted = sorted(set(selection.indices))
+        selections = [_select(p, num, peak_index, path) for p in policies]
+        wanted = sorted({i for sel in selections for i in sel.indices})
         keep, got, k = set(wanted), [], -1
         try:
             for k, frame in enumerate(container.decode(stream)):
@@ -279,7 +292,8 @@ def _decode_pyav(path: str | os.PathLike, policy: FramePolicy, peak_index: int |
     if len(got) < len(wanted):
         raise UnreadableMediaError(f"{path} claims {num} frames but decoding stopped after {k + 1}; frame "
                                    f"{wanted[-1]} was needed", stage=STAGE, path=str(path))
-    return DecodedVideo(_gather(np.stack(got), wanted, selection.indices), selection, num, fps, "pyav")
+    unique = np.stack(got)
+    return [DecodedVideo(_gather(unique, wanted, sel.indices), sel, num, fps, "pyav") for sel in selections]
 
 
 def _count_packets(path: str | os.PathLike, cancel: threading.Event) -> int:

@@ -39,6 +39,14 @@ def demo_store(tmp_path_factory):
     return root / "store.zarr", manifest
 
 
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """Slot -> folder of the tiny encoder checkpoints, built once per session."""
+    from featstore.encoders import build_tiny_checkpoints
+
+    return build_tiny_checkpoints(tmp_path_factory.mktemp("tiny-encoders"))
+
+
 def expected_features(store_path) -> dict[str, dict[str, np.ndarray]]:
     store = FeatureStore.open(store_path)
     return {name: dict(store.feature(name).iter_committed()) for name in ("thumb", "tokens")}

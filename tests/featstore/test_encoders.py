@@ -19,12 +19,6 @@ WIDTH = 32  # hidden size of every tiny model
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    """Slot -> folder of the tiny checkpoints, built once per session."""
-    return build_tiny_checkpoints(tmp_path_factory.mktemp("tiny-encoders"))
-
-
-@pytest.fixture(scope="session")
 def encoders(tiny):
     """The four tiny encoders on the CPU, fp32 compute, fp32 output (for exact comparisons)."""
     opts = {s: {"output_dtype": "float32"} for s in tiny}
