@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -80,16 +81,16 @@ def prepare(cfg: ExtractConfig, decode: DecodeConfig) -> Prepared:
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     overrides = cfg.overrides()
-    refs = {
-        slot: _spec_of.options(num_gpus=gpus, num_cpus=cfg.cpus_per_actor).remote(
-            slot, cfg.preset, overrides.get(slot), encoder_options(cfg, decode, slot))
-        for slot in cfg.slots()
-    }
+    # Specs depend on the device type, so they are made where the actors will run;
+    # on CPU-only runs that is any process, this one included (no worker start-up).
+    spec_of = _spec_of.options(num_gpus=gpus, num_cpus=cfg.cpus_per_actor).remote if gpus else _spec_of._function
+    refs = {slot: spec_of(slot, cfg.preset, overrides.get(slot), encoder_options(cfg, decode, slot))
+            for slot in cfg.slots()}
     keys = {}
     for slot, ref in refs.items():
-        spec = FeatureSpec.from_dict(ray.get(ref))
+        spec = FeatureSpec.from_dict(ray.get(ref) if gpus else ref)
         keys[slot] = store.add_spec(spec, unit_size=cfg.unit_size).spec.key
-    store.set_attr("extract_config", {k: v for k, v in cfg.to_dict().items() if k != "ray_address"})
+    store.set_attr("extract_config", cfg.saved())
     return Prepared(store, manifest, keys, gpus)
 
 
@@ -131,6 +132,8 @@ def run_extract(cfg: ExtractConfig) -> dict[str, Any]:
         out = cfg.export_wds or str(Path(cfg.work_dir) / "shards")
         summary["shards"] = {"out": out, "samples": export_wds(FeatureStore.open(prep.store.url), out).total_samples}
     print_summary(summary)
+    if cfg.summary_json:
+        Path(cfg.summary_json).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 
 
@@ -150,8 +153,18 @@ def summarize(store: FeatureStore, prep: Prepared, stats: list[dict], wall: floa
         "specs": {slot: {"key": k, **store.feature(k).counts()} for slot, k in prep.keys.items()},
         "failed_by_reason": dict(reasons), "stage_seconds": {k: round(v, 2) for k, v in seconds.items()},
         "faces_found": faces, "wall_seconds": round(wall, 2),
+        "actors": _actors(stats),
         "clips_per_second": round(clips / wall, 3) if wall else None,
     }
+
+
+def _actors(stats: list[dict]) -> dict[str, list[dict]]:
+    """Per slot, the distinct encoder actors that ran units: pid, node, GPU ids, CUDA_VISIBLE_DEVICES."""
+    seen: dict[str, dict[tuple, dict]] = {}
+    for s in stats:
+        for slot, dev in s["devices"].items():
+            seen.setdefault(slot, {})[(dev["node"], dev["pid"])] = dev
+    return {slot: list(d.values()) for slot, d in seen.items()}
 
 
 def print_summary(s: dict[str, Any]) -> None:

@@ -13,6 +13,11 @@ PRESETS = ("tiny", "emotion-llama")
 FORMATS = ("auto", "merr", "mer2023", "dfew", "csv", "jsonl")
 
 
+# Fields saved in the store (see ExtractConfig.saved).
+SAVED_FIELDS = ("format", "annotation", "preset", "encoders", "checkpoint", "batch_size", "unit_size",
+                "global_frame", "local_frames", "decode_timeout")
+
+
 def _opt(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help, **kw})
 
@@ -48,8 +53,10 @@ class ExtractConfig:
                              choices=("peak", "middle", "first"))
     local_frames: int = _opt(8, "frames sampled for the MAE face crops")
     decode_timeout: float = _opt(60.0, "seconds allowed per clip and modality before it is recorded as failed")
+    summary_json: str | None = _opt(None, "also write the run summary as JSON to this local path")
     ray_address: str | None = _opt(None, "Ray cluster address; default: the one `ray job submit` gives, else a "
-                                         "local Ray started for this run")
+                                         "cluster running on this machine, else a local Ray started for this run; "
+                                         "'local' always starts a fresh local Ray")
 
     def __post_init__(self) -> None:
         slots = self.slots()
@@ -85,6 +92,13 @@ class ExtractConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def saved(self) -> dict[str, Any]:
+        """The options that decide the store's bytes, saved in it. Locations and
+        scheduling (actors, GPUs, CPUs, addresses) are left out: they change
+        nothing in the result, and a store made by a resumed or rescaled run
+        must be bitwise the same as one made in one go."""
+        return {k: v for k, v in self.to_dict().items() if k in SAVED_FIELDS}
 
 
 def build_parser(description: str = "") -> argparse.ArgumentParser:

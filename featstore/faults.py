@@ -4,13 +4,16 @@ Off unless ``FEATSTORE_FAULT`` is set, e.g. ``FEATSTORE_FAULT=write_unit.after_d
 makes the process SIGKILL itself right after it wrote unit 3's data chunk and
 before that unit's commit flags. With ``FEATSTORE_FAULT_MARKER=/path`` it fires
 only once across processes (the marker file is created just before the kill),
-so that a retried worker gets through.
+so that a retried worker gets through. A ``:hang`` suffix
+(``FEATSTORE_FAULT=sink@2:hang``) makes the process stop there for an hour
+instead, so a test can kill a job at a known point.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 ENV = "FEATSTORE_FAULT"
 MARKER_ENV = "FEATSTORE_FAULT_MARKER"
@@ -21,6 +24,7 @@ def maybe_fault(point: str, unit: int | None = None) -> None:
     want = os.environ.get(ENV)
     if not want:
         return
+    want, _, action = want.partition(":")
     name, _, at = want.partition("@")
     if name != point or (at and unit is not None and int(at) != unit):
         return
@@ -31,4 +35,7 @@ def maybe_fault(point: str, unit: int | None = None) -> None:
         except FileExistsError:
             return
         os.close(fd)
+    if action == "hang":
+        time.sleep(3600)
+        return
     os.kill(os.getpid(), signal.SIGKILL)

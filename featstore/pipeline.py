@@ -9,11 +9,13 @@ was in flight), and the sink writes each spec's unit chunk, commit flags last.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
+import ray
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource.datasink import Datasink, WriteResult
 
@@ -38,6 +40,7 @@ class UnitWork:
     failures: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)  # slot -> {id: (stage, reason)}
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> seconds spent on this unit
     faces: tuple[int, int] = (0, 0)  # frames with a face found, frames searched
+    devices: dict[str, dict[str, Any]] = field(default_factory=dict)  # slot -> the actor that encoded it
 
     @property
     def ids(self) -> list[str]:
@@ -85,6 +88,10 @@ class EncodeStage:
             build_tiny_checkpoints(TINY_DIR)
         self.slot, self.batch_size = slot, batch_size
         self.encoder = load_one_encoder(slot, preset, source, options)
+        ctx = ray.get_runtime_context()
+        self.device = {"pid": os.getpid(), "node": ctx.get_node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+                       "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                       "torch_device": str(self.encoder.device)}
         if self.encoder.spec.id != spec_id:
             raise RuntimeError(f"{slot} encoder on this worker has spec id {self.encoder.spec.id}, "
                                f"the store expects {spec_id}: mixed GPU types or library versions?")
@@ -95,6 +102,7 @@ class EncodeStage:
                 t0 = time.perf_counter()
                 work.features[self.slot] = self._encode(work)
                 work.seconds[f"encode.{self.slot}"] = time.perf_counter() - t0
+                work.devices[self.slot] = self.device
                 maybe_fault(f"encode.{self.slot}", work.unit)
             for clip in work.clips:  # this slot's inputs are no longer needed downstream
                 clip.arrays.pop(INPUT_KEY[self.slot], None)
@@ -137,6 +145,7 @@ class StoreSink(Datasink):
 
     def _write_unit(self, store: FeatureStore, work: UnitWork) -> dict[str, Any]:
         t0 = time.perf_counter()
+        maybe_fault("sink.before", work.unit)
         written = {}
         for slot in work.slots:
             feat = store.feature(self.keys[slot])
@@ -148,7 +157,7 @@ class StoreSink(Datasink):
         print(f"unit {work.unit}: {len(work.samples)} clips, slots {work.slots}, failed {failed}", flush=True)
         return {"unit": work.unit, "clips": len(work.samples), "slots": work.slots, "written": written,
                 "failures": {s: {i: list(v) for i, v in f.items()} for s, f in work.failures.items()},
-                "seconds": seconds, "faces": list(work.faces)}
+                "seconds": seconds, "faces": list(work.faces), "devices": work.devices}
 
     def on_write_complete(self, write_result: WriteResult) -> None:
         self.stats = [s for ret in write_result.write_returns for s in ret]
