@@ -4,9 +4,10 @@ Off unless ``FEATSTORE_FAULT`` is set, e.g. ``FEATSTORE_FAULT=write_unit.after_d
 makes the process SIGKILL itself right after it wrote unit 3's data chunk and
 before that unit's commit flags. With ``FEATSTORE_FAULT_MARKER=/path`` it fires
 only once across processes (the marker file is created just before the kill),
-so that a retried worker gets through. A ``:hang`` suffix
-(``FEATSTORE_FAULT=sink@2:hang``) makes the process stop there for an hour
-instead, so a test can kill a job at a known point.
+so that a retried worker gets through; the marker holds the pid of the
+process that fired. A ``:hang`` suffix (``FEATSTORE_FAULT=sink@2:hang``) makes
+the process stop there for an hour instead, and ``:sleep=S`` for S seconds, so
+that a test can kill a job, or remove a node, at a known point.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ def maybe_fault(point: str, unit: int | None = None) -> None:
             fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             return
+        os.write(fd, str(os.getpid()).encode())
         os.close(fd)
-    if action == "hang":
-        time.sleep(3600)
+    if action == "hang" or action.startswith("sleep="):
+        time.sleep(3600 if action == "hang" else float(action.partition("=")[2]))
         return
     os.kill(os.getpid(), signal.SIGKILL)

@@ -21,9 +21,9 @@ REPO = Path(__file__).resolve().parents[2]
 JOB = REPO / "jobs" / "extract.py"
 GOOD = 4
 # Cheap encoders keep each job run short; the pipeline treats every slot alike.
+JOB_ARGS = ["--format", "csv", "--encoders", "local,audio", "--unit-size", "2", "--local-frames", "2"]
 # `--ray-address local`: a fresh Ray per run, never a cluster another test left running.
-ARGS = ["--format", "csv", "--encoders", "local,audio", "--unit-size", "2", "--local-frames", "2",
-        "--ray-address", "local"]
+ARGS = [*JOB_ARGS, "--ray-address", "local"]
 
 
 def write_silent_clip(src: Path, dst: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from featstore.store import FeatureStore
-from tests.jobs.conftest import GOOD, REPO
+from tests.jobs.conftest import GOOD, JOB_ARGS, REPO
 
 pytestmark = pytest.mark.slow
 PORT, DASHBOARD = 6392, 8277  # not Ray's defaults: never clash with a cluster a developer runs
@@ -41,9 +41,8 @@ def test_job_submit_pins_each_actor_to_its_own_gpu(ray_head, mixed_dataset, tmp_
     address, env = ray_head
     summary = tmp_path / "summary.json"
     cmd = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--runtime-env-json", EXCLUDES,
-           "--", "python", "jobs/extract.py", "--dataset", str(mixed_dataset), "--format", "csv",
-           "--store", str(tmp_path / "store.zarr"), "--work-dir", str(tmp_path), "--encoders", "local,audio",
-           "--unit-size", "2", "--local-frames", "2", "--summary-json", str(summary)]
+           "--", "python", "jobs/extract.py", "--dataset", str(mixed_dataset), "--store", str(tmp_path / "store.zarr"),
+           "--work-dir", str(tmp_path), "--summary-json", str(summary), *JOB_ARGS]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "succeeded" in proc.stdout
