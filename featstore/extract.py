@@ -54,8 +54,7 @@ def encoder_options(cfg: ExtractConfig, decode: DecodeConfig, slot: str) -> dict
     return opts
 
 
-@ray.remote(max_retries=TASK_RETRIES)
-def _spec_of(slot: str, preset: str, source: str | None, options: dict[str, Any]) -> dict[str, Any]:
+def spec_of(slot: str, preset: str, source: str | None, options: dict[str, Any]) -> dict[str, Any]:
     """Load a slot's encoder where its actors will run (same device type) and return its spec."""
     from featstore.encoders.presets import build_tiny_checkpoints
     from featstore.pipeline import TINY_DIR
@@ -63,6 +62,9 @@ def _spec_of(slot: str, preset: str, source: str | None, options: dict[str, Any]
     if preset == "tiny":
         build_tiny_checkpoints(TINY_DIR)
     return load_one_encoder(slot, preset, source, options).spec.to_dict()
+
+
+_spec_task = ray.remote(max_retries=TASK_RETRIES)(spec_of)
 
 
 def prepare(cfg: ExtractConfig, decode: DecodeConfig) -> Prepared:
@@ -83,8 +85,8 @@ def prepare(cfg: ExtractConfig, decode: DecodeConfig) -> Prepared:
     overrides = cfg.overrides()
     # Specs depend on the device type, so they are made where the actors will run;
     # on CPU-only runs that is any process, this one included (no worker start-up).
-    spec_of = _spec_of.options(num_gpus=gpus, num_cpus=cfg.cpus_per_actor).remote if gpus else _spec_of._function
-    refs = {slot: spec_of(slot, cfg.preset, overrides.get(slot), encoder_options(cfg, decode, slot))
+    make = _spec_task.options(num_gpus=gpus, num_cpus=cfg.cpus_per_actor).remote if gpus else spec_of
+    refs = {slot: make(slot, cfg.preset, overrides.get(slot), encoder_options(cfg, decode, slot))
             for slot in cfg.slots()}
     keys = {}
     for slot, ref in refs.items():
