@@ -2,9 +2,10 @@
 
 On a cluster (see cluster.yaml):
 
-    ray up cluster.yaml
+    ray get-auth-token --generate         # once: Ray 2.60 clusters require a token
+    ray up -y cluster.yaml
     ray dashboard cluster.yaml            # forwards the dashboard to 127.0.0.1:8265
-    ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
+    RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
         python jobs/extract.py --dataset /data/MERR --format merr --store s3://bucket/merr.zarr \\
         --preset emotion-llama --actors 2 --export-wds s3://bucket/merr-shards
 

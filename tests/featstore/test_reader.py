@@ -83,7 +83,7 @@ def test_webdataset_reads_shards(shards):
 
 def test_ray_read_webdataset(shards):
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=1, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     try:
         # The folder also holds shards.json: read only the tars.
         rows = ray.data.read_webdataset(str(shards), decoder=None, file_extensions=["tar"]).take_all()
