@@ -34,6 +34,8 @@ import psutil
 import pytest
 import yaml
 
+from tests.ray_processes import cluster_processes, stop_cluster_processes
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"
 KEY = Path("~/.ssh/featstore_test_ed25519").expanduser()  # made by .ci/setup-sshd.sh
@@ -112,49 +114,6 @@ def local_cluster_yaml(tmp_path: Path, name: str, temp_dir: str, token: Path) ->
     return path
 
 
-def cluster_processes(temp_dir: str) -> list[psutil.Process]:
-    """Processes of the test cluster: those that name its temp dir or its GCS as the
-    cluster to join (the Ray client server names nothing else), and their children
-    (agents and workers rename themselves, e.g. ray::DashboardAgent)."""
-    gcs = re.compile(rf"^--(address|gcs[-_]address)=\S+:{GCS_PORT}$")
-    found = {}
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if any(temp_dir in a or gcs.match(a) for a in p.info["cmdline"] or []):
-                found[p.pid] = p
-                found.update((c.pid, c) for c in p.children(recursive=True))
-        except psutil.Error:
-            pass
-    return list(found.values())
-
-
-def stop_cluster_processes(temp_dir: str) -> int:
-    """SIGTERM the test cluster's processes (raylet first, GCS last, as `ray stop`
-    does), SIGKILL what is left after 5 s (the GCS can take longer than that to
-    exit on SIGTERM); returns how many there were."""
-    procs = cluster_processes(temp_dir)
-
-    def rank(p: psutil.Process) -> int:
-        try:
-            return {"raylet": 0, "gcs_server": 2}.get(p.name(), 1)
-        except psutil.Error:
-            return 1
-
-    for p in sorted(procs, key=rank):
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=5)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=5)
-    return len(procs)
-
-
 def remove_bootstrap_files(name: str) -> None:
     """Remove the head's copies of the cluster config and key if `ray up` put ours there."""
     config, key = Path("~/ray_bootstrap_config.yaml").expanduser(), Path("~/ray_bootstrap_key.pem").expanduser()
@@ -168,7 +127,7 @@ def tear_down(config: Path, name: str, temp_dir: str, env: dict) -> tuple[subpro
     """`ray down`, then stop by process id what it left; returns (ray down, how many
     cluster processes it left, the cluster state file's last content)."""
     down = run([VENV_BIN / "ray", "down", "-y", config], DOWN_TIMEOUT_S, env)
-    left = stop_cluster_processes(temp_dir)
+    left = stop_cluster_processes(temp_dir, GCS_PORT)
     state = Path(tempfile.gettempdir()) / "ray" / f"cluster-{name}.state"
     state_text = state.read_text() if state.exists() else ""
     for leftover in (state, state.with_suffix(".lock")):
@@ -213,7 +172,7 @@ def local_cluster(tmp_path):
         print(f"ray down + cleanup: {time.monotonic() - t1:.0f} s; `ray down` left {left} cluster processes")
     assert down.returncode == 0, f"ray down failed:\n{down.stdout[-4000:]}"
     assert '"state": "terminated"' in state, f"ray down did not mark the head terminated: {state!r}"
-    assert cluster_processes(temp_dir) == []
+    assert cluster_processes(temp_dir, GCS_PORT) == []
     still_open = [p for p in PORTS if port_open(p)]
     assert not still_open, f"ports {still_open} still open after ray down: {listeners(still_open)}"
 
