@@ -21,19 +21,24 @@ run compare side by side.
    T = ``--sim-factor`` x the unit interval of the decode-only run, so one actor
    is encode-bound and four could reach the decode ceiling.
 
-The end-to-end and scaling runs are repeated with Ray Data's per-operator
-resource reservation on (Ray's default) and off (``--reservation``): on a
-2-CPU node the reservation holds decoding to one task and the sink's writes
-back until decoding ends.
+The end-to-end and scaling runs are repeated per ``--variants``: ``default``
+is what ``jobs/extract.py`` does (encoder actors reserve 0.25 CPU, Ray Data
+reserves resources per operator); ``tuned`` reserves no CPU for the actors and
+turns Ray Data's per-operator reservation off. On a 2-CPU node the defaults
+hold decoding to one task at a time and the sink's writes back until decoding
+ends.
 
 Start-up: every actor pool loads its models before any unit starts
-(``DataContext.wait_for_min_actors_s``) and a warm-up decode run starts the
-decode workers first; each run's clips/s is all its clips / (last unit
-committed - first unit started), so actor start-up and Ray Data planning are
-out and the pipeline's fill latency is in. The stamps: ``decode_unit`` is
-wrapped (``timed_decode``; ``build_dataset`` gets it through a patch of
-``featstore.extract.decode_unit`` for that call only), the encode-only run's
-first stage stamps when it takes a unit, and the sinks stamp each commit.
+(``DataContext.wait_for_min_actors_s``), a warm-up decode run starts the task
+workers first, and Ray keeps idle workers for ``--worker-idle-s`` (with its
+default of 1 s it kills idle workers beyond its soft limit between bursts, and
+each fresh worker spends ~12 s importing ``featstore.pipeline``). Each run's
+clips/s is all its clips / (last unit committed - first unit started), so
+actor start-up and Ray Data planning are out and the pipeline's fill latency
+is in. The stamps: ``decode_unit`` is wrapped (``timed_decode``;
+``build_dataset`` gets it through a patch of ``featstore.extract.decode_unit``
+for that call only), the encode-only run's first stage stamps when it takes a
+unit, and the sinks stamp each commit.
 Wall clips/s, with all start-up, is given next to each figure, and the 1-minute
 load average at the start and end of each run (the machine is shared).
 """
@@ -59,7 +64,7 @@ import ray
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource.datasink import Datasink, WriteResult
 
-from featstore.clip_inputs import INPUT_KEY, DecodeConfig
+from featstore.clip_inputs import DecodeConfig
 from featstore.demo import make_demo_dataset
 from featstore import extract
 from featstore.extract import ACTOR_RESTARTS, TASK_RETRIES, Prepared, build_dataset, encoder_options, prepare
@@ -411,9 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fake-gpus", type=int, default=4, help="GPUs the local Ray pretends to have (default 4)")
     p.add_argument("--object-store-mb", type=int, default=1024, help="Ray object store size in MB (default 1024)")
     p.add_argument("--worker-idle-s", type=float, default=600.0,
-                   help="seconds an idle Ray worker process is kept before Ray may kill it (default 600, so warm "
-                        "workers survive between units; 0 keeps Ray's default of 1 s, with which fresh workers, "
-                        "each importing featstore.pipeline for ~12 s, stall runs on this 2-CPU node)")
+                   help="seconds before Ray may kill an idle worker process (default 600, so warm workers survive "
+                        "between bursts of tasks; 0 keeps Ray's default of 1 s, with which fresh workers, each "
+                        "importing featstore.pipeline for ~12 s, stall short runs on a 2-CPU node)")
     p.add_argument("--out", default="benchmarks/results/extract.json", help="JSON file for the figures")
     return p
 
