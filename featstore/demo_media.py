@@ -40,6 +40,14 @@ PROSODY = {
 }
 
 
+# x264 with its C kernels only, on one thread, no lookahead or slice threads:
+# under load its assembly gave different bytes for the same frames here, and
+# its output depends on its thread count (see write_mp4).
+X264_PARAMS = "no-asm=1:threads=1:lookahead-threads=1:sliced-threads=0:sync-lookahead=0"
+# What x264_settings must read back from a demo clip.
+X264_DETERMINISTIC = {"threads": "1", "lookahead_threads": "1", "sliced_threads": "0"}
+
+
 def espeak_available() -> bool:
     """Return whether the espeak-ng speech synthesiser is on PATH."""
     return shutil.which("espeak-ng") is not None
@@ -262,9 +270,15 @@ def write_wav(path: Path, pcm: np.ndarray) -> None:
 def write_mp4(path: Path, frames: np.ndarray, pcm: np.ndarray) -> None:
     """Write H.264 yuv420p video at FPS plus a 16 kHz mono AAC track of 16-bit PCM, byte-identical across runs.
 
-    x264 runs on one thread (its output depends on the thread count); no
-    creation_time metadata is set, so the mp4 header's times stay 0; bitexact
-    keeps the FFmpeg version string out of the container and the AAC stream.
+    x264 runs without its assembly kernels and on one thread. Under load, the
+    same frames gave 5 different streams in 30 encodes with x264's assembly on
+    this machine's CPU and one with ``no-asm`` (the inputs it was handed were
+    identical every time: issue 17); its output also depends on its thread
+    count. Both are set through x264's own parameters, and the thread count
+    through FFmpeg too (``threads``, ``thread_type``); ``x264_settings`` reads
+    back what x264 used. The clips are small, so the C kernels cost little.
+    No creation_time metadata is set, so the mp4 header's times stay 0;
+    bitexact keeps the FFmpeg version string out of the container and the AAC stream.
 
     Args:
         path: the .mp4 to write.
@@ -272,11 +286,14 @@ def write_mp4(path: Path, frames: np.ndarray, pcm: np.ndarray) -> None:
         pcm: 16-bit mono samples at SAMPLE_RATE.
     """
     with av.open(str(path), "w", format="mp4", container_options={"fflags": "+bitexact"}) as out:
-        video = out.add_stream("libx264", rate=FPS, options={"preset": "veryfast", "crf": "23", "threads": "1"})
+        video = out.add_stream("libx264", rate=FPS, options={
+            "preset": "veryfast", "crf": "23", "threads": "1", "x264-params": X264_PARAMS})
         video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         video.codec_context.thread_count = 1
+        video.codec_context.thread_type = "NONE"
         sound = out.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
         sound.codec_context.options = {"flags": "+bitexact"}
+        sound.codec_context.thread_count = 1
         for k, rgb in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
             frame.pts = k
@@ -289,3 +306,18 @@ def write_mp4(path: Path, frames: np.ndarray, pcm: np.ndarray) -> None:
             chunk.sample_rate, chunk.pts = SAMPLE_RATE, start
             out.mux(sound.encode(chunk))
         out.mux(sound.encode(None))
+
+
+def x264_settings(path: Path) -> dict[str, str]:
+    """The settings x264 recorded in a clip's stream (its SEI user data), as ``{name: value}``.
+
+    Raises:
+        ValueError: naming the file when it holds no x264 settings.
+    """
+    raw = Path(path).read_bytes()
+    mark = raw.find(b"x264 - core")
+    opts = raw.find(b"options: ", mark) if mark >= 0 else -1
+    if opts < 0:
+        raise ValueError(f"{path}: no x264 settings found (not an x264 stream?)")
+    text = raw[opts + len(b"options: "):raw.index(b"\0", opts)].decode("ascii", "replace")
+    return dict(item.partition("=")[::2] for item in text.split())

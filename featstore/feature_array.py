@@ -118,6 +118,11 @@ class FeatureArray:
     ) -> bool:
         """Write one work unit, commit flags last. A rewrite of a committed unit is a no-op.
 
+        A unit that holds committed or failed samples and needs writing again (a
+        changed media hash, or ``retry_failed``) first has its commit withdrawn,
+        so at every point of the rewrite each sample reads as pending, as failed
+        with its reason, or as committed with the bytes of its current media hash.
+
         Args:
             unit: unit number.
             data: ``[n, *spec.shape]`` features for the unit's n samples; rows of
@@ -136,17 +141,23 @@ class FeatureArray:
         """
         start, stop = self.unit_bounds(unit)
         hashes = self._store.hash_rows(start, stop) if media_hashes is None else np.asarray(media_hashes, np.uint8)
-        if not self._needs_write(start, stop, hashes, retry_failed):
+        status = self._arrays["status"][start:stop]
+        if not self._needs_write(start, stop, status, hashes, retry_failed):
             return False
         ids = self._store.sample_ids[start:stop]
         rows = self._unit_rows(unit, ids, data, failures or {}, hashes)
+        if np.any(status != PENDING):
+            # A rewrite (edited clip, retried failure): withdraw the old commit
+            # before touching anything else, so that no reader ever pairs an old
+            # "ok" or "failed" flag with new hashes, zeroed data or a blank reason.
+            self._arrays["status"][start:stop] = np.zeros(stop - start, np.int8)
+            maybe_fault("write_unit.after_withdraw", unit)
         for name in UNIT_ARRAYS:  # status is last: the commit
             self._arrays[name][start:stop] = rows[name]
             maybe_fault(f"write_unit.after_{name}", unit)
         return True
 
-    def _needs_write(self, start: int, stop: int, hashes: np.ndarray, retry_failed: bool) -> bool:
-        status = self._arrays["status"][start:stop]
+    def _needs_write(self, start: int, stop: int, status: np.ndarray, hashes: np.ndarray, retry_failed: bool) -> bool:
         if np.any(status == PENDING) or (retry_failed and np.any(status == FAILED)):
             return True
         return bool(np.any(self._arrays["media_hash"][start:stop] != hashes))

@@ -10,6 +10,7 @@ import pytest
 from featstore.clip_inputs import DecodeConfig, collate, decode_clip, failures_of
 from featstore.encoders import SLOTS, load_encoders
 from featstore.manifest import Sample
+from tests.load import busy_cores
 
 N = 3
 
@@ -54,6 +55,23 @@ def test_each_tiny_encoder_on_decoded_demo_clips(decoded, tiny):
         assert feats.shape == (N, *enc.spec.shape) and np.isfinite(feats.astype(np.float32)).all()
         assert not np.array_equal(feats[0], feats[1])  # different clips, different features
         assert enc.spec.preprocess["upstream"] == cfg.upstream(slot)
+
+
+def test_decode_and_encode_are_identical_under_load(demo, decoded, tiny):
+    """decord, PyAV audio, OpenCV face crops and the tiny encoders' torch CPU
+    kernels give the same bytes while every core is busy (issue 17)."""
+    cfg = DecodeConfig()
+    sample = list(demo)[0]
+    encoders = load_encoders("tiny", device="cpu", tiny_dir=tiny["global"].parent,
+                             options={s: {"upstream": cfg.upstream(s)} for s in SLOTS})
+    want = {slot: enc(collate(decoded[:1], slot)[1])[slot] for slot, enc in encoders.items()}
+    with busy_cores():
+        for _ in range(4):
+            clip = decode_clip(sample, demo.root, SLOTS, cfg)
+            for key, arr in decoded[0].arrays.items():
+                np.testing.assert_array_equal(clip.arrays[key], arr, err_msg=key)
+            for slot, enc in encoders.items():
+                np.testing.assert_array_equal(enc(collate([clip], slot)[1])[slot], want[slot], err_msg=slot)
 
 
 def test_upstream_changes_with_decode_settings():

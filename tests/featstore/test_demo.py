@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from featstore import demo
-from featstore.demo_media import read_wav
+from featstore.demo_media import X264_DETERMINISTIC, read_wav, write_mp4, x264_settings
+from tests.load import busy_cores
 
 N, SECONDS = 9, 1.0  # one clip per label; 25 frames each keeps the module fast
 N_FRAMES = 25
@@ -113,6 +114,34 @@ def test_two_runs_are_byte_identical(tmp_path):
     assert _digests(first) == _digests(second)
     changed = {k for k, v in _digests(other).items() if _digests(first)[k] != v}
     assert {"clips/demo_0000.mp4", "audio/demo_0001.wav"} <= changed
+
+
+def test_x264_runs_single_threaded(dataset):
+    """What x264 actually used, read back from the clip's own stream."""
+    settings = x264_settings(dataset / "clips" / "demo_0000.mp4")
+    assert {k: settings.get(k) for k in X264_DETERMINISTIC} == X264_DETERMINISTIC
+
+
+def test_encoding_is_byte_identical_under_load(tmp_path):
+    """The same frames, encoded 20 times while every core is busy, give one file."""
+    rng = np.random.default_rng(0)
+    image, _ = demo.media.face_image(0, rng)
+    frames, _ = demo.media.animate(image, 20, rng)
+    pcm = demo.media.to_pcm16(demo.media.synth_speech("happy", 0.6, rng))
+    digests = set()
+    with busy_cores():
+        for i in range(20):
+            path = tmp_path / f"clip_{i}.mp4"
+            write_mp4(path, frames, pcm)
+            digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
+    assert len(digests) == 1
+
+
+def test_whole_dataset_is_byte_identical_under_load(tmp_path):
+    with busy_cores():
+        first = demo.make_demo_dataset(tmp_path / "a", n=3, seconds=0.8, seed=5, audio_source="synth")
+        second = demo.make_demo_dataset(tmp_path / "b", n=3, seconds=0.8, seed=5, audio_source="synth")
+    assert _digests(first) == _digests(second)
 
 
 def test_faces_are_detected(dataset):
