@@ -39,10 +39,10 @@ import numpy as np
 import torch
 from scipy.signal import resample_poly
 
-from featstore.audio import AudioDecodeConfig, decode_audio
-from featstore.demo import make_demo_dataset
-from featstore.faces import FaceCropConfig, crop_faces
-from featstore.video import FramePolicy, VideoDecodeConfig, decode_video
+from featstore.demo.dataset import make_demo_dataset
+from featstore.media.audio import AudioDecodeConfig, decode_audio
+from featstore.media.faces import FaceCropConfig, crop_faces
+from featstore.media.video import FramePolicy, VideoDecodeConfig, decode_video
 
 BACKENDS = ("decord", "pyav")
 RANDOM_FRAMES = 4  # random single frames per clip, each from a fresh open (the global encoder's access pattern)

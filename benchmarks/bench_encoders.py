@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 import transformers
-from transformers import Blip2VisionModel, HubertModel, ViTMAEModel, VideoMAEModel
+from transformers import Blip2VisionModel, HubertModel, VideoMAEModel, ViTMAEModel
 
 from featstore.encoders.presets import ENCODERS, SLOTS, real_config
 

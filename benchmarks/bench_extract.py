@@ -54,22 +54,26 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import ray
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource.datasink import Datasink, WriteResult
 
-from featstore.clip_inputs import DecodeConfig
-from featstore.demo import make_demo_dataset
-from featstore import extract
-from featstore.extract import ACTOR_RESTARTS, TASK_RETRIES, Prepared, build_dataset, encoder_options, prepare
-from featstore.extract_config import ExtractConfig
-from featstore.pipeline import EncodeStage, StoreSink, decode_unit, unit_works
+from featstore.demo.dataset import make_demo_dataset
+from featstore.extract import run as extract
+from featstore.extract.config import ExtractConfig
+from featstore.extract.decode import decode_unit
+from featstore.extract.encode import EncodeStage
+from featstore.extract.plan import unit_works
+from featstore.extract.run import ACTOR_RESTARTS, TASK_RETRIES, Prepared, build_dataset, encoder_options, prepare
+from featstore.extract.sink import StoreSink
+from featstore.media.clip import DecodeConfig
 from featstore.spec import FeatureSpec
 from featstore.store import FeatureStore
 
@@ -198,7 +202,7 @@ class SleepEncoder:
     def __init__(self, seconds: float, shapes: dict[str, tuple[tuple[int, ...], str]]) -> None:
         # Import the row type (and with it torch) now, as a real encoder's __init__ does; else the
         # first unit would pay it, inside the timed window.
-        import featstore.pipeline  # noqa: F401
+        import featstore.extract.encode  # noqa: F401
 
         self.seconds, self.shapes = seconds, shapes
 

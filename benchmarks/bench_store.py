@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore.layout import CODECS, DEFAULT_CODEC
 from featstore.spec import FeatureSpec
 from featstore.store import FeatureStore
+from featstore.store.layout import CODECS, DEFAULT_CODEC
 
 POOLED = (1024,)  # local / temporal / audio slots
 TOKENS = (1025, 1408)  # global slot: EVA ViT-g/14 at 448 px
@@ -95,8 +95,8 @@ def _filled_store(root: Path, data: np.ndarray, unit: int) -> FeatureStore:
 def bench_readers(tmp: Path, tokens: np.ndarray, pooled: np.ndarray, repeats: int = 3) -> list[dict]:
     """Shard streaming vs a raw sequential read of the same tar bytes, and Zarr random access.
     Everything is read warm from the page cache (a first pass is discarded)."""
-    from featstore.reader import ShardDataset, ZarrDataset
-    from featstore.shards import export_wds
+    from featstore.shards import ShardDataset, ZarrDataset
+    from featstore.shards.export import export_wds
 
     store = _filled_store(tmp / "rt", tokens, 4)
     export_wds(store, str(tmp / "wds"), maxcount=16)

@@ -1,12 +1,16 @@
-"""featstore: a versioned, exactly-once feature cache for multimodal emotion LLMs."""
+"""featstore: a versioned, exactly-once feature cache for multimodal emotion LLMs.
 
-from featstore.feature_array import FeatureArray
+Importing it loads neither torch, ray nor transformers: the readers (torch)
+load on first use of their names, the encoders and the extraction job live in
+``featstore.encoders`` and ``featstore.extract``.
+"""
+
+from typing import Any
+
 from featstore.manifest import Manifest, Sample, load_manifest
-from featstore.reader import ShardDataset, ZarrDataset, open_features
 from featstore.shards import export_wds
 from featstore.spec import FeatureSpec
-from featstore.store import FeatureStore
-from featstore.verify import verify_store
+from featstore.store import FeatureArray, FeatureStore, verify_store
 
 __all__ = [
     "FeatureArray",
@@ -21,3 +25,13 @@ __all__ = [
     "open_features",
     "verify_store",
 ]
+
+_READERS = ("ShardDataset", "ZarrDataset", "open_features")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _READERS:  # torch and webdataset: loaded only by those who read for training
+        from featstore.shards import reader
+
+        return getattr(reader, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

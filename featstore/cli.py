@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from featstore.errors import FeatstoreError
 from featstore.store import FeatureStore
-from featstore.verify import chunk_exists, verify_store
+from featstore.store.verify import chunk_exists, verify_store
 
 
 def _rows_written(feat) -> int:
@@ -98,7 +98,7 @@ def cmd_failures(args: argparse.Namespace) -> int:
 
 
 def cmd_export_wds(args: argparse.Namespace) -> int:
-    from featstore.shards import export_wds
+    from featstore.shards.export import export_wds
 
     specs = [s for s in args.specs.split(",") if s] if args.specs else None
     maxcount = None if args.maxsize is not None and args.maxcount is None else (args.maxcount or 1000)

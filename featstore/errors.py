@@ -25,6 +25,10 @@ class SpecMismatchError(StoreError):
     """A store or shard set holds features of a different spec than expected."""
 
 
+class ShardFormatError(FeatstoreError):
+    """A shard member is missing, unreadable, or does not match the shard index."""
+
+
 class MediaError(FeatstoreError):
     """A clip's media cannot be decoded or cropped; ``reason`` and ``stage`` say why and where.
 

@@ -6,8 +6,9 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 # Bump when the on-disk layout or the meaning of a spec field changes: every
 # spec id changes with it, so old caches are never mistaken for new ones.

@@ -24,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `--working-dir .` ships the repo, not an install
 
 from featstore.errors import FeatstoreError  # noqa: E402
-from featstore.extract import run_extract  # noqa: E402
-from featstore.extract_config import ExtractConfig, parse_config  # noqa: E402
+from featstore.extract.config import ExtractConfig, parse_config  # noqa: E402
+from featstore.extract.run import run_extract  # noqa: E402
 
 
 def main(cfg: ExtractConfig) -> int:

@@ -8,7 +8,7 @@ import contextlib
 import os
 import subprocess
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 __all__ = ["busy_cores"]
 

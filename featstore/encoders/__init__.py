@@ -25,8 +25,13 @@ models (not recorded) they differ in the last bits: kernels round differently.
 from featstore.encoders.audio_hubert import HubertAudioEncoder
 from featstore.encoders.global_eva import EvaGlobalEncoder
 from featstore.encoders.local_mae import MaeLocalEncoder
-from featstore.encoders.presets import (EMOTION_LLAMA_SOURCES, SLOTS, build_tiny_checkpoints, load_encoders,
-                                        preset_sources)
+from featstore.encoders.presets import (
+                                        EMOTION_LLAMA_SOURCES,
+                                        SLOTS,
+                                        build_tiny_checkpoints,
+                                        load_encoders,
+                                        preset_sources,
+)
 from featstore.encoders.temporal_videomae import VideoMaeTemporalEncoder
 
 __all__ = [

@@ -12,12 +12,14 @@ is small next to decoding, and a clip is thousands of frames of work anyway.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from transformers import HubertModel
 
+from featstore.checks import positive_int
 from featstore.encoders import base, checkpoints
 from featstore.spec import FeatureSpec
 
@@ -68,7 +70,7 @@ class HubertAudioEncoder:
         self.device = base.choose_device(device)
         self.compute_dtype = base.choose_dtype(self.device, dtype)
         self.output_dtype = base.check_output_dtype(output_dtype)
-        self.sample_rate = base.check_positive_int("sample_rate", sample_rate)
+        self.sample_rate = positive_int("sample_rate", sample_rate)
         if not isinstance(normalize, bool):
             raise ValueError(f"normalize must be a bool, got {normalize!r}")
         self.normalize = normalize

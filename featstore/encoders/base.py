@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -133,17 +134,6 @@ def check_attn_implementation(name: str) -> str:
     if name not in ATTN_IMPLEMENTATIONS:
         raise ValueError(f"attn_implementation {name!r} is not one of {ATTN_IMPLEMENTATIONS}")
     return name
-
-
-def check_positive_int(name: str, value: int) -> int:
-    """Return ``value`` if it is a positive int.
-
-    Raises:
-        ValueError: naming ``name`` and the bad value.
-    """
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def ask_for_determinism(device: torch.device) -> None:

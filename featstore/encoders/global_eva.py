@@ -11,12 +11,14 @@ transformers' ``Blip2VisionModel`` is that tower: 39 blocks (BLIP-2 drops the
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from transformers import Blip2VisionModel
 
+from featstore.checks import positive_int
 from featstore.encoders import base, checkpoints, pixels
 from featstore.errors import CheckpointError
 from featstore.spec import FeatureSpec
@@ -70,12 +72,12 @@ class EvaGlobalEncoder:
         self.device = base.choose_device(device)
         self.compute_dtype = base.choose_dtype(self.device, dtype)
         self.output_dtype = base.check_output_dtype(output_dtype)
-        self.image_size = base.check_positive_int("image_size", image_size)
+        self.image_size = positive_int("image_size", image_size)
         self.resample = pixels.check_resample(resample)
         self.image_mean = pixels.check_stats("image_mean", image_mean)
         self.image_std = pixels.check_stats("image_std", image_std)
         self.attn = base.check_attn_implementation(attn_implementation)
-        self.clips_per_forward = base.check_positive_int("clips_per_forward", clips_per_forward)
+        self.clips_per_forward = positive_int("clips_per_forward", clips_per_forward)
         self.name = name
         self.upstream = base.check_upstream(upstream)
         if deterministic:

@@ -11,12 +11,14 @@ random order, and their mean differs in the last bits from run to run.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from transformers import ViTMAEModel
 
+from featstore.checks import positive_int
 from featstore.encoders import base, checkpoints, pixels
 from featstore.spec import FeatureSpec
 
@@ -65,16 +67,16 @@ class MaeLocalEncoder:
         self.device = base.choose_device(device)
         self.compute_dtype = base.choose_dtype(self.device, dtype)
         self.output_dtype = base.check_output_dtype(output_dtype)
-        self.image_size = base.check_positive_int("image_size", image_size)
+        self.image_size = positive_int("image_size", image_size)
         self.resample = pixels.check_resample(resample)
         self.image_mean = pixels.check_stats("image_mean", image_mean)
         self.image_std = pixels.check_stats("image_std", image_std)
         if not isinstance(include_cls, bool):
             raise ValueError(f"include_cls must be a bool, got {include_cls!r}")
         self.include_cls = include_cls
-        self.frames = None if frames is None else base.check_positive_int("frames", frames)
+        self.frames = None if frames is None else positive_int("frames", frames)
         self.attn = base.check_attn_implementation(attn_implementation)
-        self.clips_per_forward = base.check_positive_int("clips_per_forward", clips_per_forward)
+        self.clips_per_forward = positive_int("clips_per_forward", clips_per_forward)
         self.upstream = base.check_upstream(upstream)
         self.name = name
         if deterministic:

@@ -12,7 +12,7 @@ PIL), so the resample filter is the same one the models were used with.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import PIL

@@ -17,24 +17,34 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 import transformers
-from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2VisionConfig, HubertConfig, HubertModel,
-                          PretrainedConfig, PreTrainedModel, ViTMAEConfig, ViTMAEForPreTraining, VideoMAEConfig,
-                          VideoMAEForPreTraining)
+from transformers import (
+    Blip2Config,
+    Blip2ForConditionalGeneration,
+    Blip2VisionConfig,
+    HubertConfig,
+    HubertModel,
+    PretrainedConfig,
+    PreTrainedModel,
+    VideoMAEConfig,
+    VideoMAEForPreTraining,
+    ViTMAEConfig,
+    ViTMAEForPreTraining,
+)
 
 from featstore.encoders.audio_hubert import HubertAudioEncoder
 from featstore.encoders.global_eva import EvaGlobalEncoder
 from featstore.encoders.local_mae import MaeLocalEncoder
 from featstore.encoders.temporal_videomae import VideoMaeTemporalEncoder
+from featstore.names import PRESETS, SLOTS
 from featstore.spec import canonical_json
 
-SLOTS = ("global", "local", "temporal", "audio")
-PRESETS = ("emotion-llama", "tiny")
 ENCODERS = MappingProxyType({
     "global": EvaGlobalEncoder, "local": MaeLocalEncoder, "temporal": VideoMaeTemporalEncoder,
     "audio": HubertAudioEncoder,

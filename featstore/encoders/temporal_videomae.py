@@ -14,12 +14,14 @@ records which.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from transformers import VideoMAEModel
 
+from featstore.checks import positive_int
 from featstore.encoders import base, checkpoints, pixels
 from featstore.spec import FeatureSpec
 
@@ -64,15 +66,15 @@ class VideoMaeTemporalEncoder:
         self.device = base.choose_device(device)
         self.compute_dtype = base.choose_dtype(self.device, dtype)
         self.output_dtype = base.check_output_dtype(output_dtype)
-        self.shortest_edge = base.check_positive_int("shortest_edge", shortest_edge)
-        self.crop_size = base.check_positive_int("crop_size", crop_size)
+        self.shortest_edge = positive_int("shortest_edge", shortest_edge)
+        self.crop_size = positive_int("crop_size", crop_size)
         if self.crop_size > self.shortest_edge:
             raise ValueError(f"crop_size {crop_size} is larger than shortest_edge {shortest_edge}")
         self.resample = pixels.check_resample(resample)
         self.image_mean = pixels.check_stats("image_mean", image_mean)
         self.image_std = pixels.check_stats("image_std", image_std)
         self.attn = base.check_attn_implementation(attn_implementation)
-        self.clips_per_forward = base.check_positive_int("clips_per_forward", clips_per_forward)
+        self.clips_per_forward = positive_int("clips_per_forward", clips_per_forward)
         self.upstream = base.check_upstream(upstream)
         self.name = name
         if deterministic:

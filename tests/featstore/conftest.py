@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from featstore import roundtrip
-from featstore.demo import make_demo_dataset
+from featstore.demo import roundtrip
+from featstore.demo.dataset import make_demo_dataset
 from featstore.manifest import load_manifest
 from featstore.spec import FeatureSpec
 from featstore.store import FeatureStore
-from tests.featstore import store_worker as w
+from tests.featstore.store import store_worker as w
 
 DEMO_N = 6
 TOKENS = FeatureSpec(name="tokens", encoder="TestEncoder", weights="w2", shape=(5, 8), dtype="float16")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from featstore.cli import main
-from tests.featstore import store_worker as w
+from tests.featstore.store import store_worker as w
 
 
 @pytest.fixture()

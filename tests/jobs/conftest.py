@@ -15,7 +15,7 @@ import av
 import numpy as np
 import pytest
 
-from featstore.demo import make_demo_dataset
+from featstore.demo.dataset import make_demo_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 JOB = REPO / "jobs" / "extract.py"

@@ -4,7 +4,6 @@ as a clean run's."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -13,9 +12,9 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from featstore.extract import run_extract
-from featstore.extract_config import parse_config
-from tests.featstore.test_exactly_once import tree
+from featstore.extract.config import parse_config
+from featstore.extract.run import run_extract
+from tests.featstore.store.test_exactly_once import tree
 from tests.jobs.conftest import JOB_ARGS
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from featstore.extract_config import SAVED_FIELDS, ExtractConfig, parse_config
+from featstore.extract.config import SAVED_FIELDS, ExtractConfig, parse_config
 from tests.jobs.conftest import JOB
 
 

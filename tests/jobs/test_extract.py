@@ -12,7 +12,7 @@ import time
 import pytest
 
 from featstore.store import FeatureStore
-from tests.featstore.test_exactly_once import tree
+from tests.featstore.store.test_exactly_once import tree
 from tests.jobs.conftest import ARGS, GOOD, JOB, run_job
 
 pytestmark = pytest.mark.slow

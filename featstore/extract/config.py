@@ -1,0 +1,130 @@
+"""ExtractConfig: every option of the extraction job, with help, defaults that run, and checks."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from featstore.names import FORMATS as MANIFEST_FORMATS
+from featstore.names import PRESETS, SLOTS
+
+FORMATS = ("auto", *MANIFEST_FORMATS)
+
+
+# Fields saved in the store (see ExtractConfig.saved).
+SAVED_FIELDS = ("format", "annotation", "preset", "encoders", "checkpoint", "batch_size", "unit_size",
+                "global_frame", "local_frames", "decode_timeout")
+
+
+def _opt(default: Any, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class ExtractConfig:
+    """Options of ``jobs/extract.py``; with none given it runs the demo end to end."""
+
+    dataset: str | None = _opt(None, "dataset root folder; default: make the demo dataset under --work-dir")
+    format: str = _opt("auto", "annotation format: " + ", ".join(FORMATS), choices=FORMATS)
+    annotation: str | None = _opt(None, "annotation file (relative to the dataset root) when auto-detection is ambiguous")
+    store: str | None = _opt(None, "feature store: local path or fsspec URL; default: WORK_DIR/store.zarr")
+    work_dir: str = _opt("demo_out", "folder for the demo dataset, tiny checkpoints and default outputs")
+    preset: str = _opt("tiny", "encoder checkpoints: 'tiny' (small random models, CPU) or 'emotion-llama' (the real ones)",
+                       choices=PRESETS)
+    encoders: str = _opt(",".join(SLOTS), "comma-separated subset of encoder slots: " + ",".join(SLOTS))
+    checkpoint: list[str] = _opt((), "override one slot's checkpoint: SLOT=PATH_OR_HUB_NAME (repeatable)",
+                                 action="append")
+    actors: int = _opt(1, "actors per encoder (each loads its model once)")
+    gpus_per_actor: float | None = _opt(None, "GPUs per encoder actor (fractions share a GPU); default: 1 if the "
+                                              "cluster has GPUs, else 0 (CPU)")
+    cpus_per_actor: float = _opt(0.25, "CPUs reserved per encoder actor: small, so decode tasks keep the CPUs "
+                                       "(an actor that reserves a whole CPU can starve decoding and hang)")
+    decode_cpus: float = _opt(1.0, "CPUs per decode task")
+    batch_size: int = _opt(1, "clips per forward pass of the vision encoders (audio always runs one clip at a time)")
+    unit_size: int = _opt(16, "samples per work unit = per Zarr chunk; a power of two")
+    limit: int | None = _opt(None, "only the first N samples of the manifest")
+    retry_failed: bool = _opt(False, "recompute samples recorded as failed (default: only pending ones)")
+    export_wds: str | None = _opt(None, "after extraction, write WebDataset shards here; default with no "
+                                        "--dataset: WORK_DIR/shards")
+    strict: bool = _opt(False, "exit non-zero if any sample failed")
+    global_frame: str = _opt("peak", "frame for the global encoder: peak (MERR peak_index, else middle), middle, first",
+                             choices=("peak", "middle", "first"))
+    local_frames: int = _opt(8, "frames sampled for the MAE face crops")
+    decode_timeout: float = _opt(60.0, "seconds allowed per clip and modality before it is recorded as failed")
+    summary_json: str | None = _opt(None, "also write the run summary as JSON to this local path")
+    ray_address: str | None = _opt(None, "Ray cluster address; default: the one `ray job submit` gives, else a "
+                                         "cluster running on this machine, else a local Ray started for this run; "
+                                         "'local' always starts a fresh local Ray")
+
+    def __post_init__(self) -> None:
+        slots = self.slots()
+        bad = [s for s in slots if s not in SLOTS]
+        if bad or not slots:
+            raise ValueError(f"--encoders {self.encoders!r}: unknown slots {bad}; choose from {list(SLOTS)}")
+        if self.unit_size < 1 or self.unit_size & (self.unit_size - 1):
+            raise ValueError(f"--unit-size {self.unit_size} must be a power of two")
+        for name in ("actors", "batch_size", "local_frames"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)} must be at least 1")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"--limit {self.limit} must be at least 1")
+        if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
+            raise ValueError(f"--gpus-per-actor {self.gpus_per_actor} must be >= 0")
+        if self.cpus_per_actor < 0 or self.decode_cpus <= 0 or self.decode_timeout <= 0:
+            raise ValueError("--cpus-per-actor must be >= 0, --decode-cpus and --decode-timeout > 0")
+        self.checkpoint = list(self.checkpoint or ())
+        self.overrides()  # validates SLOT=SOURCE
+
+    def slots(self) -> list[str]:
+        return [s.strip() for s in self.encoders.split(",") if s.strip()]
+
+    def overrides(self) -> dict[str, str]:
+        """``--checkpoint SLOT=SOURCE`` as a dict."""
+        out = {}
+        for item in self.checkpoint:
+            slot, sep, source = item.partition("=")
+            if not sep or slot not in SLOTS or not source:
+                raise ValueError(f"--checkpoint {item!r} must be SLOT=PATH_OR_NAME with SLOT in {list(SLOTS)}")
+            out[slot] = source
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def saved(self) -> dict[str, Any]:
+        """The options that decide the store's bytes, saved in it. Locations and
+        scheduling (actors, GPUs, CPUs, addresses) are left out: they change
+        nothing in the result, and a store made by a resumed or rescaled run
+        must be bitwise the same as one made in one go."""
+        return {k: v for k, v in self.to_dict().items() if k in SAVED_FIELDS}
+
+
+def build_parser(description: str = "") -> argparse.ArgumentParser:
+    """An argparse parser with one option per ExtractConfig field."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(ExtractConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kw = {"help": f.metadata["help"] + (f" (default: {f.default})" if f.default not in (None, ()) else "")}
+        if isinstance(f.default, bool):
+            p.add_argument(flag, action="store_true", **kw)
+            continue
+        if f.metadata.get("action") == "append":
+            p.add_argument(flag, action="append", default=[], metavar="SLOT=SOURCE", **kw)
+            continue
+        t = str(f.type)
+        caster = float if t.startswith("float") else int if t.startswith("int") else str
+        p.add_argument(flag, type=caster, default=f.default, choices=f.metadata.get("choices"), **kw)
+    return p
+
+
+def parse_config(argv: Sequence[str] | None = None, description: str = "") -> ExtractConfig:
+    """Command line -> ExtractConfig; a bad value exits with the parser's usage and the reason."""
+    parser = build_parser(description)
+    args = parser.parse_args(argv)
+    try:
+        return ExtractConfig(**vars(args))
+    except ValueError as e:
+        parser.error(str(e))
