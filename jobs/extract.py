@@ -23,25 +23,37 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `--working-dir .` ships the repo, not an install
 
+import logging  # noqa: E402
+
 from featstore.errors import FeatstoreError  # noqa: E402
 from featstore.extract.config import ExtractConfig, parse_config  # noqa: E402
+from featstore.extract.console import quiet_console  # noqa: E402
 from featstore.extract.run import run_extract  # noqa: E402
+from featstore.extract.summary import summary_lines  # noqa: E402
 
 
 def main(cfg: ExtractConfig) -> int:
-    try:
-        summary = run_extract(cfg)
-    except FeatstoreError as e:  # bad dataset, store or checkpoint: say what, no traceback
-        print(f"extract: {e}", file=sys.stderr)
-        return 2
+    with quiet_console(cfg.verbose) as console:
+        # featstore's own log lines go where Ray's go: the terminal with --verbose, else the log file.
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+        try:
+            summary = run_extract(cfg, console)
+        except FeatstoreError as e:  # bad dataset, store or checkpoint: say what, no traceback
+            console.error(f"extract: {e}")
+            return 2
+        console.print("\n".join(summary_lines(summary)))
+        return verdict(cfg, summary, console.error)
+
+
+def verdict(cfg: ExtractConfig, summary: dict, say) -> int:
+    """Exit status: 1 when nothing was extracted, or with --strict when anything failed."""
     committed = sum(c["committed"] for c in summary["specs"].values())
     failed = sum(c["failed"] for c in summary["specs"].values())
     if committed == 0:
-        print("no sample was extracted", file=sys.stderr)
+        say("no sample was extracted")
         return 1
     if cfg.strict and (failed or summary["manifest_problems"]):
-        print(f"--strict: {failed} failed feature(s), {len(summary['manifest_problems'])} unusable sample(s)",
-              file=sys.stderr)
+        say(f"--strict: {failed} failed feature(s), {len(summary['manifest_problems'])} unusable sample(s)")
         return 1
     return 0
 

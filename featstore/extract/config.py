@@ -55,6 +55,8 @@ class ExtractConfig:
     local_frames: int = _opt(8, "frames sampled for the MAE face crops")
     decode_timeout: float = _opt(60.0, "seconds allowed per clip and modality before it is recorded as failed")
     summary_json: str | None = _opt(None, "also write the run summary as JSON to this local path")
+    verbose: bool = _opt(False, "show Ray's and Ray Data's own output on the terminal (default: a progress bar and "
+                                "the summary; the engine's output goes to a log file in the Ray session's folder)")
     ray_address: str | None = _opt(None, "Ray cluster address; default: the one `ray job submit` gives, else a "
                                          "cluster running on this machine, else a local Ray started for this run; "
                                          "'local' always starts a fresh local Ray")

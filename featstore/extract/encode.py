@@ -17,18 +17,24 @@ from featstore.faults import maybe_fault
 from featstore.media.clip import collate
 from featstore.names import INPUT_KEY
 
-__all__ = ["TINY_DIR", "EncodeStage", "load_one_encoder"]
+__all__ = ["TINY_DIR", "EncodeStage", "load_one_encoder", "quiet_transformers"]
 
 TINY_DIR = "/tmp/featstore-tiny-checkpoints"  # node-local: tiny checkpoints are rebuilt identically on each node
 
 
-def load_one_encoder(slot: str, preset: str, source: str | None, options: dict[str, Any]) -> Any:
-    """Load one slot's encoder on this process's device (the GPU Ray assigned, else CPU)."""
+def quiet_transformers() -> None:
+    """No per-model bars or reports from transformers in this process."""
     import transformers
 
     # Loading the *ForPreTraining checkpoints into the bare encoders lists every
     # unused decoder weight; that report is expected and would bury the job's log.
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # no "Loading weights" / "Writing model shards" bars
+
+
+def load_one_encoder(slot: str, preset: str, source: str | None, options: dict[str, Any]) -> Any:
+    """Load one slot's encoder on this process's device (the GPU Ray assigned, else CPU)."""
+    quiet_transformers()
     overrides = {slot: source} if source else None
     return load_encoders(preset, [slot], overrides=overrides, tiny_dir=TINY_DIR if preset == "tiny" else None,
                          options={slot: options})[slot]
@@ -46,6 +52,7 @@ class EncodeStage:
                  batch_size: int) -> None:
         from featstore.encoders.presets import build_tiny_checkpoints
 
+        quiet_transformers()
         if preset == "tiny":
             build_tiny_checkpoints(TINY_DIR)
         self.slot, self.batch_size = slot, batch_size

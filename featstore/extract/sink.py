@@ -27,8 +27,8 @@ class StoreSink(Datasink):
     can only rewrite the same bytes; a committed unit is never rewritten.
     """
 
-    def __init__(self, store_url: str, keys: dict[str, str]) -> None:
-        self.store_url, self.keys = store_url, keys
+    def __init__(self, store_url: str, keys: dict[str, str], progress: Any = None) -> None:
+        self.store_url, self.keys, self.progress = store_url, keys, progress
         self.stats: list[dict[str, Any]] = []
 
     def write(self, blocks: Iterable[Block], ctx: Any) -> list[dict[str, Any]]:
@@ -50,6 +50,8 @@ class StoreSink(Datasink):
         maybe_fault("sink", work.unit)
         seconds = {**work.seconds, "write": time.perf_counter() - t0}
         failed = {slot: len(f) for slot, f in work.failures.items()}
+        if self.progress is not None:  # fire and forget: the bar must not slow the writes
+            self.progress.add.remote(len(work.samples))
         log.info("unit %d: %d clips, slots %s, failed %s", work.unit, len(work.samples), work.slots, failed)
         return {"unit": work.unit, "clips": len(work.samples), "slots": work.slots, "written": written,
                 "failures": {s: {i: list(v) for i, v in f.items()} for s, f in work.failures.items()},
