@@ -1,0 +1,11 @@
+"""trainer: Emotion-LLaMA's projectors and LoRA LLaMA, trained from the featstore cache.
+
+Modules: ``projector`` (features -> 260 tokens), ``prompt`` (token layout and the
+one embedding function), ``model`` (frozen LLaMA + LoRA + projectors),
+``tasks`` and ``data`` (cache -> batches), ``config``, ``recipe`` (the training
+loop), ``checkpoint``, ``distributed`` (Ray Train), ``online`` (encoders on raw
+clips), ``describe`` (model sizes on the meta device), ``tiny`` (offline tiny LLaMA).
+The package root imports nothing heavy; import the module you need.
+"""
+
+__all__: list[str] = []
