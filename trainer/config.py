@@ -54,8 +54,9 @@ class TrainConfig:
     lora_alpha: int = _opt(16, "LoRA alpha")
     lora_dropout: float = _opt(0.05, "LoRA dropout")
     lora_targets: str = _opt("q_proj,v_proj", "comma-separated module names that get LoRA")
-    init_from: str | None = _opt(None, "start from this checkpoint's projector and adapter weights (stage 2 from "
-                                       "stage 1); optimizer and schedule start fresh")
+    init_from: str | None = _opt(None, "start from the projector and adapter weights of this checkpoint, or of "
+                                       "the newest one under this run folder (stage 2 from stage 1); optimizer "
+                                       "and schedule start fresh")
     # ---- optimisation
     epochs: int = _opt(1, "passes over the cache")
     max_steps: int | None = _opt(None, "stop after this many optimizer steps (default: all epochs)")

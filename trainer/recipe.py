@@ -26,7 +26,7 @@ from trainer.data import Collator, EpochStream, dist_info, open_cache
 from trainer.model import LoraSettings, build_model
 from trainer.tasks import parse_tasks
 
-__all__ = ["STEP_SLEEP_ENV", "TrainRecipe", "main", "resolve_resume"]
+__all__ = ["STEP_SLEEP_ENV", "TrainRecipe", "main", "resolve_init", "resolve_resume"]
 
 log = logging.getLogger(__name__)
 # Seconds to sleep after each optimizer step: lets a kill test land between two checkpoints.
@@ -42,6 +42,20 @@ def resolve_resume(cfg: TrainConfig) -> Path | None:
         return ckpt.latest_checkpoint(Path(cfg.out_dir) / "checkpoints")
     ckpt.read_state(cfg.resume)  # refuses an incomplete folder, naming it
     return Path(cfg.resume)
+
+
+def resolve_init(path: str | Path) -> Path:
+    """A checkpoint folder, or the newest checkpoint under a run folder (``--init-from runs/stage1_coarse``).
+
+    Raises:
+        FileNotFoundError: naming ``path`` when it holds no complete checkpoint.
+    """
+    if (Path(path) / ckpt.STATE_FILE).is_file():
+        return Path(path)
+    found = ckpt.latest_checkpoint(path)
+    if found is None:
+        raise FileNotFoundError(f"--init-from {path}: no complete checkpoint there")
+    return found
 
 
 def _check_ids(expected: dict[str, str], found: dict[str, str], what: str) -> None:
@@ -95,8 +109,9 @@ class TrainRecipe:
         lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_list())
         self.model = build_model(llm_path, self.info.shapes, lora, dtype).to(self.device)
         if cfg.init_from and not state:
-            _check_ids(ckpt.read_state(cfg.init_from)["spec_ids"], self.info.spec_ids, f"--init-from {cfg.init_from}")
-            ckpt.load_weights(cfg.init_from, self.model)
+            init = resolve_init(cfg.init_from)
+            _check_ids(ckpt.read_state(init)["spec_ids"], self.info.spec_ids, f"--init-from {init}")
+            ckpt.load_weights(init, self.model)
         self.tasks = parse_tasks(cfg.tasks)
         collate = Collator(self.tokenizer, self.model.num_video_tokens, self.model.num_feature_tokens)
         self.stream = EpochStream(self.dataset, self.tasks, collate, cfg.batch_size, cfg.seed, cfg.shuffle_buffer > 0)
