@@ -18,7 +18,11 @@ from trainer.projector import FEATURE_SLOTS
 from trainer.prompt import batch_prompts, tokenize_prompt
 from trainer.tasks import Task
 
-__all__ = ["CacheInfo", "Collator", "EpochStream", "Example", "chunks", "dist_info", "examples", "open_cache"]
+__all__ = ["CacheError", "CacheInfo", "Collator", "EpochStream", "Example", "chunks", "dist_info", "examples", "open_cache"]
+
+
+class CacheError(ValueError):
+    """The cache cannot be read as configured: missing, stale spec ids, a slot missing, a bad shard."""
 
 
 @dataclass(frozen=True)
@@ -48,8 +52,20 @@ def open_cache(kind: str, source: str, expect: Mapping[str, str] | None = None, 
         The featstore dataset and its CacheInfo.
 
     Raises:
-        ValueError: naming a bad kind, or a cache that lacks one of the four slots.
+        CacheError: featstore's refusal (stale spec ids name both; a missing store or index names it),
+            or a cache that lacks one of the four slots.
+        ValueError: naming a bad kind.
     """
+    from trainer.featstore_bridge import featstore_error
+
+    try:
+        return _open(kind, source, expect, shuffle, seed, split)
+    except featstore_error() as e:  # a stale cache names both ids; keep featstore's words
+        raise CacheError(str(e)) from e
+
+
+def _open(kind: str, source: str, expect: Mapping[str, str] | None, shuffle: int, seed: int,
+          split: str | None) -> tuple[Any, CacheInfo]:
     from featstore import ShardDataset, ZarrDataset
 
     if kind == "shards":
@@ -65,7 +81,7 @@ def open_cache(kind: str, source: str, expect: Mapping[str, str] | None = None, 
         raise ValueError(f"cache kind {kind!r} must be 'shards' or 'zarr'")
     missing = [s for s in FEATURE_SLOTS if s not in specs]
     if missing:
-        raise ValueError(f"cache {source} has features {sorted(specs)}; the model needs {list(FEATURE_SLOTS)} "
+        raise CacheError(f"cache {source} has features {sorted(specs)}; the model needs {list(FEATURE_SLOTS)} "
                          f"(missing {missing})")
     info = CacheInfo(source, {s: specs[s][0] for s in FEATURE_SLOTS}, {s: specs[s][1] for s in FEATURE_SLOTS}, total)
     return ds, info

@@ -33,7 +33,8 @@ def test_stale_cache_is_refused_naming_both_ids(cache, kind):
     stale = {**ids, "temporal": "0123456789abcdef"}
     with pytest.raises(Exception, match="0123456789abcdef") as err:
         open_cache(kind, str(shards if kind == "shards" else store), stale)
-    assert ids["temporal"] in str(err.value) and type(err.value).__name__ == "SpecMismatchError"
+    assert ids["temporal"] in str(err.value) and type(err.value).__name__ == "CacheError"
+    assert type(err.value.__cause__).__name__ == "SpecMismatchError"  # featstore's refusal, surfaced
 
 
 def test_cache_without_a_slot_is_refused(tmp_path):
