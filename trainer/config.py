@@ -77,6 +77,7 @@ class TrainConfig:
     resume: str = _opt("auto", "'auto' (newest checkpoint in out_dir, if any), 'never', or a checkpoint folder")
     log_every: int = _opt(1, "write TensorBoard scalars every N steps")
     progress: bool = _opt(True, "show a progress bar")
+    log_samples: bool = _opt(False, "each rank appends the sample ids of every step to OUT_DIR/samples-rankR.jsonl")
     # ---- hardware
     device: str = _opt("auto", "auto (GPU if available), cpu or cuda", choices=DEVICES)
     bf16: bool = _opt(True, "bf16 autocast on GPU (never on CPU)")

@@ -85,6 +85,7 @@ class TrainRecipe:
         self.checkpoint_root = Path(checkpoint_root or Path(cfg.out_dir) / "checkpoints")
         self.step = self.epoch = self.batches_in_epoch = self.samples_in_epoch = 0
         self.last_checkpoint: Path | None = None
+        self.last_loss = float("nan")
 
     # ---- setup -----------------------------------------------------------------------------
     def setup(self, resume_from: str | Path | None = None) -> None:
@@ -161,10 +162,10 @@ class TrainRecipe:
 
     def _open_logs(self) -> None:
         self.writer = self.losses = None
-        if self.rank != 0:
-            return
         out = Path(self.cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        if self.rank != 0:
+            return
         self.losses = open(out / "losses.jsonl", "a", encoding="utf-8")
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -196,7 +197,8 @@ class TrainRecipe:
                 self.step += 1
                 self.batches_in_epoch += len(micro)
                 self.samples_in_epoch += sum(len(b["sample_ids"]) for b in micro)
-                self._log(loss, lr, samples / (time.perf_counter() - t0))
+                self.last_loss = loss
+                self._log(loss, lr, samples / (time.perf_counter() - t0), micro)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{samples / (time.perf_counter() - t0):.1f}")
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
@@ -253,7 +255,12 @@ class TrainRecipe:
             mean /= self.world
         return float(mean.item()), lr
 
-    def _log(self, loss: float, lr: float, samples_per_s: float) -> None:
+    def _log(self, loss: float, lr: float, samples_per_s: float, micro: list[dict[str, Any]]) -> None:
+        if self.cfg.log_samples:  # every rank: which samples it trained on, for coverage audits
+            path = Path(self.cfg.out_dir) / f"samples-rank{self.rank}.jsonl"
+            with open(path, "a", encoding="utf-8") as f:
+                ids = [s for b in micro for s in b["sample_ids"]]
+                f.write(json.dumps({"step": self.step, "epoch": self.epoch, "sample_ids": ids}) + "\n")
         if self.losses is not None:
             self.losses.write(json.dumps({"step": self.step, "epoch": self.epoch, "loss": loss, "lr": lr}) + "\n")
             self.losses.flush()
@@ -285,7 +292,7 @@ class TrainRecipe:
             ckpt.save_rng(folder, self.rank)
         self.last_checkpoint = folder
         if self.publish is not None:
-            self.publish(folder, {"step": self.step, "epoch": self.epoch})
+            self.publish(folder, {"step": self.step, "epoch": self.epoch, "loss": self.last_loss})
         return folder
 
 
