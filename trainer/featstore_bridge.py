@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-__all__ = ["featstore_error", "online_tools"]
+__all__ = ["demo_tools", "featstore_error", "online_tools"]
 
 
 def featstore_error() -> type[Exception]:
@@ -34,3 +34,11 @@ def online_tools() -> SimpleNamespace:
     return SimpleNamespace(load_encoders=load_encoders, build_tiny_checkpoints=build_tiny_checkpoints,
                            DecodeConfig=DecodeConfig, decode_clip=decode_clip, collate=collate, Sample=Sample,
                            INPUT_KEY=INPUT_KEY)
+
+
+def demo_tools() -> SimpleNamespace:
+    """featstore's demo dataset writer and manifest loader (tests build real clips with them)."""
+    from featstore.demo import make_demo_dataset
+    from featstore.manifest import load_manifest
+
+    return SimpleNamespace(make_demo_dataset=make_demo_dataset, load_manifest=load_manifest)
