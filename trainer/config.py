@@ -87,7 +87,8 @@ class TrainConfig:
     # ---- online path
     online: bool = _opt(False, "run the four encoders on the raw clips each step instead of reading the cache "
                                "(the store's annotations locate the clips)")
-    encoders: str = _opt("tiny", "encoder preset for --online: tiny or emotion-llama", choices=("tiny", "emotion-llama"))
+    encoders: str = _opt("tiny", "encoder preset for --online: tiny or emotion-llama",
+                         choices=("tiny", "emotion-llama"))
     dataset_root: str | None = _opt(None, "--online: folder the clip paths are relative to (default: the store's "
                                           "extract config, else the store's parent folder / data)")
 

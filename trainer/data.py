@@ -18,7 +18,8 @@ from trainer.projector import FEATURE_SLOTS
 from trainer.prompt import batch_prompts, tokenize_prompt
 from trainer.tasks import Task
 
-__all__ = ["CacheError", "CacheInfo", "Collator", "EpochStream", "Example", "chunks", "dist_info", "examples", "open_cache"]
+__all__ = ["CacheError", "CacheInfo", "Collator", "EpochStream", "Example", "chunks", "dist_info", "examples",
+           "open_cache"]
 
 
 class CacheError(ValueError):

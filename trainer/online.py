@@ -39,7 +39,6 @@ class OnlineFeatures:
 
     def __init__(self, store: str, root: str | Path, preset: str = "tiny", device: str | None = None) -> None:
         from featstore import FeatureStore
-
         from trainer.featstore_bridge import online_tools
 
         self.tools = online_tools()

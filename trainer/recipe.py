@@ -85,6 +85,7 @@ class TrainRecipe:
         self.checkpoint_root = Path(checkpoint_root or Path(cfg.out_dir) / "checkpoints")
         self.step = self.epoch = self.batches_in_epoch = self.samples_in_epoch = 0
         self.last_checkpoint: Path | None = None
+        self.checkpointed_step = -1
         self.last_loss = float("nan")
 
     # ---- setup -----------------------------------------------------------------------------
@@ -206,7 +207,7 @@ class TrainRecipe:
                 if sleep:
                     time.sleep(sleep)
         bar.close()
-        if self.last_checkpoint is None or ckpt.read_state(self.last_checkpoint)["step"] != self.step:
+        if self.checkpointed_step != self.step:
             self.save_checkpoint()
         self._close_logs()
         return {"steps": self.step, "epoch": self.epoch, "loss": loss, "checkpoint": str(self.last_checkpoint),
@@ -290,7 +291,7 @@ class TrainRecipe:
         else:
             folder.mkdir(parents=True, exist_ok=True)
             ckpt.save_rng(folder, self.rank)
-        self.last_checkpoint = folder
+        self.last_checkpoint, self.checkpointed_step = folder, self.step
         if self.publish is not None:
             self.publish(folder, {"step": self.step, "epoch": self.epoch, "loss": self.last_loss})
         return folder

@@ -64,7 +64,8 @@ def test_prompt_layout_and_loss_mask(tokenizer, model):
     assert tokenizer.decode(ids[slots[255] + 1:slots[256]]) == "</video> <feature>"
     assert slots[256:] == list(range(slots[256], slots[256] + 4))
     rest = tokenizer.decode(ids[slots[-1] + 1:][labels[slots[-1] + 1:] == IGNORE_INDEX])
-    assert rest == f"</feature> The person in video says: Hello there. [emotion] {TASKS['emotion'].instructions[0]} [/INST]"
+    instruction = TASKS["emotion"].instructions[0]
+    assert rest == f"</feature> The person in video says: Hello there. [emotion] {instruction} [/INST]"
     answer = labels[labels != IGNORE_INDEX].tolist()
     assert answer == tokenizer("happy", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     assert torch.equal(ids[labels != IGNORE_INDEX], labels[labels != IGNORE_INDEX])  # labels sit on their tokens
