@@ -71,6 +71,11 @@ def _open(kind: str, source: str, expect: Mapping[str, str] | None, shuffle: int
 
     if kind == "shards":
         ds = ShardDataset(source, dict(expect or {}), shuffle=shuffle, seed=seed)
+        world = dist_info()[1]
+        if len(ds.urls) < world:  # featstore splits shards, not samples, between ranks
+            raise CacheError(f"shards at {source} are {len(ds.urls)} file(s), fewer than the {world} workers, each of "
+                             f"which reads whole shards: re-export with more shards (featstore export-wds STORE OUT "
+                             f"--maxcount K) or train from the store (--cache zarr)")
         specs = {s["name"]: (s["id"], tuple(s["shape"])) for s in ds.specs}
         total = len(ds)
     elif kind == "zarr":

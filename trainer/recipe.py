@@ -123,6 +123,8 @@ class TrainRecipe:
             self.step, self.epoch = state["step"], state["data"]["epoch"]
             self.batches_in_epoch = state["data"]["batches_in_epoch"]
             self.samples_in_epoch = state["data"]["samples_in_epoch"]
+            self.last_checkpoint, self.checkpointed_step = Path(resume_from), self.step
+            self.last_loss = float(state.get("loss", float("nan")))
             if state["world_size"] != self.world:
                 log.warning("resuming a %d-worker checkpoint on %d workers: the epoch restarts its data split",
                             state["world_size"], self.world)
@@ -184,7 +186,7 @@ class TrainRecipe:
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not cfg.progress or self.rank != 0)
         sleep = float(os.environ.get(STEP_SLEEP_ENV, "0") or 0)
-        loss = float("nan")
+        loss = self.last_loss
         while self.step < self.total_steps and self.epoch < cfg.epochs:
             stream = self.stream.batches(self.epoch, self.batches_in_epoch)
             while self.step < self.total_steps:
@@ -279,7 +281,7 @@ class TrainRecipe:
     # ---- checkpoints -----------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         """Write a checkpoint of the current step (rank 0 everything, other ranks their RNG); publish it."""
-        state = {"step": self.step, "world_size": self.world, "spec_ids": self.info.spec_ids,
+        state = {"step": self.step, "loss": self.last_loss, "world_size": self.world, "spec_ids": self.info.spec_ids,
                  "data": {"epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch,
                           "samples_in_epoch": self.samples_in_epoch, "source": self.info.source},
                  "config": self.cfg.to_dict()}
