@@ -87,3 +87,13 @@ def test_epoch_stream_resumes_at_a_batch_and_starts_over(cache, tokenizer):
     other = [s for _, b in [next(stream.batches(epoch=2))] for s in b["sample_ids"]]
     assert other != full[0][1]["sample_ids"]  # another epoch, another order
     assert full[0][1]["features"]["global"].shape == (3, 1025, 32)
+
+
+def test_fewer_shards_than_workers_is_refused_with_the_ways_out(cache, monkeypatch):
+    import trainer.data
+
+    _, shards, ids = cache
+    monkeypatch.setattr(trainer.data, "dist_info", lambda: (0, 8))  # 8 ranks, 4 shards
+    with pytest.raises(trainer.data.CacheError, match=r"4 file\(s\), fewer than the 8 workers.*--cache zarr"):
+        open_cache("shards", str(shards), ids)
+    open_cache("zarr", str(cache[0]), ids)  # the store splits by sample
