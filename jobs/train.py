@@ -6,6 +6,8 @@ steps (configs/demo.yaml); make the store first with ``python jobs/extract.py``.
     python jobs/train.py                                   # the demo
     python jobs/train.py --config configs/stage1_coarse.yaml --shards /data/merr-coarse-shards
     python jobs/train.py --config configs/demo.yaml --max-steps 8 --resume never
+    python jobs/train.py --config configs/demo.yaml --online          # encoders on the demo clips each step
+    python jobs/train.py --config configs/demo.yaml --cache zarr --num-workers 2   # Ray Train, 2 CPU workers
 
 On a Ray cluster (see cluster.yaml), 8 GPU workers:
 
@@ -37,10 +39,10 @@ def main(argv: list[str]) -> int:
     transformers.utils.logging.disable_progress_bar()  # the training bar is the one progress bar
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices, not the user's
     cfg = parse_config(argv or ["--config", str(DEMO_CONFIG)], description=__doc__)
-    source = Path(cfg.source())
-    if "://" not in cfg.source() and not source.exists():
-        hint = " Make the demo store with: python jobs/extract.py" if "demo_out" in cfg.source() else ""
-        print(f"train: no feature cache at {source}.{hint}", file=sys.stderr)
+    url = cfg.store if cfg.online else cfg.source()  # the online path reads clips listed in the store
+    if "://" not in url and not Path(url).exists():
+        hint = " Make the demo store with: python jobs/extract.py" if "demo_out" in url else ""
+        print(f"train: no feature cache at {url}.{hint}", file=sys.stderr)
         return 2
     try:
         summary = train(cfg)
