@@ -120,14 +120,16 @@ def load_weights(folder: str | Path, model) -> None:
         raise ValueError(f"checkpoint {folder}: adapter weights {unexpected[:3]}... do not fit this model's LoRA")
 
 
-def load_training_state(folder: str | Path, model, optimizer, scheduler, rank: int = 0) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler and this rank's RNG from a checkpoint; return its state."""
+def load_training_state(folder: str | Path, model, optimizer, scheduler, rank: int = 0,
+                        rng: bool = True) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler and (with ``rng``) this rank's RNG from a checkpoint; return its state."""
     folder = Path(folder)
     state = read_state(folder)
     load_weights(folder, model)
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
-    load_rng(folder, rank)
+    if rng:
+        load_rng(folder, rank)
     return state
 
 

@@ -119,15 +119,18 @@ class TrainRecipe:
         self.stream = EpochStream(self.dataset, self.tasks, collate, cfg.batch_size, cfg.seed, cfg.shuffle_buffer > 0)
         self.optimizer, self.scheduler = self._optim()
         if state:
-            ckpt.load_training_state(resume_from, self.model, self.optimizer, self.scheduler, self.rank)
+            same_world = state["world_size"] == self.world
+            ckpt.load_training_state(resume_from, self.model, self.optimizer, self.scheduler, self.rank,
+                                     rng=same_world)
             self.step, self.epoch = state["step"], state["data"]["epoch"]
-            self.batches_in_epoch = state["data"]["batches_in_epoch"]
-            self.samples_in_epoch = state["data"]["samples_in_epoch"]
             self.last_checkpoint, self.checkpointed_step = Path(resume_from), self.step
             self.last_loss = float(state.get("loss", float("nan")))
-            if state["world_size"] != self.world:
-                log.warning("resuming a %d-worker checkpoint on %d workers: the epoch restarts its data split",
-                            state["world_size"], self.world)
+            if same_world:  # the data position counts this split's batches
+                self.batches_in_epoch = state["data"]["batches_in_epoch"]
+                self.samples_in_epoch = state["data"]["samples_in_epoch"]
+            else:
+                log.warning("resuming a %d-worker checkpoint on %d workers: epoch %d starts over, RNGs reseeded",
+                            state["world_size"], self.world, self.epoch)
         self.ddp = self.model
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
