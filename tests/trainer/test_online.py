@@ -1,0 +1,78 @@
+"""The online path (--online): the four tiny encoders on real demo clips each step give the same
+features as the cache, hence the same losses (to 1e-5); other encoders than the config expects are refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from featstore import FeatureStore, ZarrDataset, export_wds
+from trainer.config import TrainConfig
+from trainer.data import CacheError
+from trainer.featstore_bridge import demo_tools, online_tools
+from trainer.online import ONLINE_TINY_DIR, OnlineFeatures
+from trainer.projector import FEATURE_SLOTS
+from trainer.recipe import TrainRecipe
+
+
+@pytest.fixture(scope="module")
+def clip_cache(tmp_path_factory):
+    """Demo clips, and a store + shards filled by featstore's encoders called directly (the reference)."""
+    demo, tools = demo_tools(), online_tools()
+    root = tmp_path_factory.mktemp("online")
+    data = demo.make_demo_dataset(root / "data", n=2, seconds=1.0, audio_source="synth")
+    manifest = demo.load_manifest(data, format="merr")
+    store = FeatureStore.create(root / "store.zarr")
+    store.add_manifest(manifest)
+    decode = tools.DecodeConfig()
+    tools.build_tiny_checkpoints(ONLINE_TINY_DIR)
+    options = {s: {"upstream": decode.upstream(s), **({} if s == "audio" else {"clips_per_forward": 1})}
+               for s in FEATURE_SLOTS}
+    encoders = tools.load_encoders("tiny", list(FEATURE_SLOTS), tiny_dir=ONLINE_TINY_DIR, options=options)
+    clips = [tools.decode_clip(s, data, list(FEATURE_SLOTS), decode) for s in manifest.usable]
+    for slot, enc in encoders.items():
+        _, inputs = tools.collate(clips, slot)
+        store.add_spec(enc.spec, unit_size=2).write_unit(0, enc(inputs)[slot])
+    export_wds(FeatureStore.open(root / "store.zarr"), str(root / "shards"))
+    return root, data, {s: e.spec.id for s, e in encoders.items()}
+
+
+def test_online_features_equal_the_cache(clip_cache):
+    root, data, ids = clip_cache
+    online = OnlineFeatures(str(root / "store.zarr"), data)
+    assert online.spec_ids() == ids
+    cached = ZarrDataset(str(root / "store.zarr"), ids)
+    for i in range(len(online)):
+        a, b = online[i], cached[i]
+        assert a["sample_id"] == b["sample_id"] and a["meta"] == b["meta"]
+        for slot in FEATURE_SLOTS:
+            np.testing.assert_array_equal(a[slot], b[slot])
+
+
+def _losses(cfg):
+    recipe = TrainRecipe(cfg)
+    recipe.setup()
+    recipe.train()
+    return [json.loads(line)["loss"] for line in open(f"{cfg.out_dir}/losses.jsonl")]
+
+
+def test_cached_and_online_training_give_the_same_losses(clip_cache, tiny_llm, tmp_path):
+    root, data, ids = clip_cache
+    common = dict(tiny_dir=str(tiny_llm), max_steps=3, batch_size=1, shuffle_buffer=0, progress=False, lr=1e-3,
+                  warmup_steps=1, resume="never", tasks="emotion,reason", expect=ids)
+    cached = _losses(TrainConfig(shards=str(root / "shards"), out_dir=str(tmp_path / "cached"), **common))
+    online = _losses(TrainConfig(online=True, store=str(root / "store.zarr"), dataset_root=str(data),
+                                 out_dir=str(tmp_path / "online"), **common))
+    assert len(cached) == len(online) == 3 and len(set(cached)) == 3
+    np.testing.assert_allclose(online, cached, rtol=0, atol=1e-5)
+
+
+def test_online_refuses_other_encoders(clip_cache, tiny_llm, tmp_path):
+    root, data, ids = clip_cache
+    cfg = TrainConfig(online=True, store=str(root / "store.zarr"), dataset_root=str(data), tiny_dir=str(tiny_llm),
+                      out_dir=str(tmp_path), expect={**ids, "audio": "0123456789abcdef"}, progress=False)
+    with pytest.raises(CacheError, match="0123456789abcdef") as err:
+        TrainRecipe(cfg).setup()
+    assert ids["audio"] in str(err.value)

@@ -1,0 +1,205 @@
+"""TrainConfig: every option of the training recipe, with help, defaults that run the demo, and checks.
+
+A YAML file (``--config``) maps onto the same dataclass; options given on the
+command line override it. The resolved config is saved in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from trainer.projector import FEATURE_SLOTS
+from trainer.tasks import parse_tasks
+from trainer.tiny import DEFAULT_TINY_DIR
+
+__all__ = ["TrainConfig", "build_parser", "load_yaml", "parse_config"]
+
+CACHE_KINDS = ("shards", "zarr")
+SCHEDULES = ("cosine", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+RESUME = ("auto", "never")
+
+
+def _opt(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainConfig:
+    """Options of ``jobs/train.py``; the defaults train the tiny model on the demo store for a few steps."""
+
+    # ---- data
+    cache: str = _opt("shards", "read features from WebDataset 'shards' (streamed) or the 'zarr' store",
+                      choices=CACHE_KINDS)
+    shards: str = _opt("demo_out/shards", "shard folder (local path or fsspec URL) holding shards.json")
+    store: str = _opt("demo_out/store.zarr", "feature store (local path or fsspec URL), for --cache zarr and --online")
+    split: str | None = _opt(None, "zarr only: train on this split (train/val/test) of the store")
+    expect: dict[str, str] = _opt({}, "spec id each slot must have, SLOT=ID (repeatable; see `featstore info`); "
+                                      "a cache with other ids is refused. Empty: whatever the cache holds, then "
+                                      "pinned by the first checkpoint", metavar="SLOT=ID")
+    tasks: str = _opt("emotion,reason", "comma-separated tasks: emotion, reason, reason_v2")
+    shuffle_buffer: int = _opt(64, "shuffle buffer in samples (0: index order)")
+    # ---- model
+    llm: str = _opt("tiny", "causal LM: a folder or hub name for from_pretrained, or 'tiny' (built offline)")
+    tiny_dir: str = _opt(DEFAULT_TINY_DIR, "where the tiny LLaMA is built (llm=tiny)")
+    llm_dtype: str = _opt("auto", "dtype of the frozen LLM: auto (bfloat16 on GPU, float32 on CPU), float32, "
+                                  "bfloat16", choices=("auto", "float32", "bfloat16"))
+    lora_r: int = _opt(64, "LoRA rank")
+    lora_alpha: int = _opt(16, "LoRA alpha")
+    lora_dropout: float = _opt(0.05, "LoRA dropout")
+    lora_targets: str = _opt("q_proj,v_proj", "comma-separated module names that get LoRA")
+    init_from: str | None = _opt(None, "start from the projector and adapter weights of this checkpoint, or of "
+                                       "the newest one under this run folder (stage 2 from stage 1); optimizer "
+                                       "and schedule start fresh")
+    # ---- optimisation
+    epochs: int = _opt(1, "passes over the cache")
+    max_steps: int | None = _opt(None, "stop after this many optimizer steps (default: all epochs)")
+    batch_size: int = _opt(2, "examples per micro-batch per worker")
+    grad_accum: int = _opt(1, "micro-batches per optimizer step")
+    lr: float = _opt(1e-5, "peak learning rate (after warm-up)")
+    warmup_lr: float = _opt(1e-6, "learning rate at step 0 of the linear warm-up")
+    min_lr: float = _opt(1e-6, "learning rate at the end of the cosine decay")
+    warmup_steps: int = _opt(1000, "linear warm-up steps (cosine schedule)")
+    schedule: str = _opt("cosine", "'cosine' (warm-up then cosine to min_lr) or 'constant' (lr)", choices=SCHEDULES)
+    weight_decay: float = _opt(0.05, "AdamW weight decay (none on biases, norms and other 1-D parameters)")
+    max_grad_norm: float = _opt(1.0, "clip the gradient norm to this (0: no clipping)")
+    seed: int = _opt(42, "seed of weights init, dropout, data order and instruction choice")
+    # ---- outputs
+    out_dir: str = _opt("demo_out/train", "checkpoints, TensorBoard logs and losses.jsonl go here")
+    checkpoint_every: int = _opt(0, "save a checkpoint every N optimizer steps (0: only at the end)")
+    keep_checkpoints: int = _opt(3, "keep the newest N checkpoints (0: all)")
+    resume: str = _opt("auto", "'auto' (newest checkpoint in out_dir, if any), 'never', or a checkpoint folder")
+    log_every: int = _opt(1, "write TensorBoard scalars every N steps")
+    progress: bool = _opt(True, "show a progress bar")
+    log_samples: bool = _opt(False, "each rank appends the sample ids of every step to OUT_DIR/samples-rankR.jsonl")
+    # ---- hardware
+    device: str = _opt("auto", "auto (GPU if available), cpu or cuda", choices=DEVICES)
+    bf16: bool = _opt(True, "bf16 autocast on GPU (never on CPU)")
+    num_workers: int = _opt(0, "Ray Train workers (DDP); 0 runs in this process without Ray")
+    use_gpu: bool = _opt(False, "one GPU per Ray Train worker")
+    ray_address: str | None = _opt(None, "Ray address for --num-workers (default: the job's cluster, else local)")
+    # ---- online path
+    online: bool = _opt(False, "run the four encoders on the raw clips each step instead of reading the cache "
+                               "(the store's annotations locate the clips)")
+    encoders: str = _opt("tiny", "encoder preset for --online: tiny or emotion-llama",
+                         choices=("tiny", "emotion-llama"))
+    dataset_root: str | None = _opt(None, "--online: folder the clip paths are relative to (default: the store's "
+                                          "extract config, else the store's parent folder / data)")
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "grad_accum", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} {getattr(self, name)!r} must be at least 1")
+        for name in ("shuffle_buffer", "checkpoint_every", "keep_checkpoints", "num_workers", "warmup_steps",
+                     "lora_r", "lora_alpha"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} {getattr(self, name)!r} must be >= 0")
+        if self.lora_r < 1:
+            raise ValueError(f"lora_r {self.lora_r!r} must be at least 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps {self.max_steps!r} must be at least 1")
+        for name in ("lr", "warmup_lr", "min_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} {getattr(self, name)!r} must be positive")
+        if not 0 <= self.lora_dropout < 1 or self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise ValueError(f"lora_dropout {self.lora_dropout!r} must be in [0, 1), weight_decay "
+                             f"{self.weight_decay!r} and max_grad_norm {self.max_grad_norm!r} >= 0")
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ValueError(f"{f.name} {getattr(self, f.name)!r} must be one of {list(choices)}")
+        parse_tasks(self.tasks)
+        self.expect = dict(self.expect or {})
+        stray = sorted(set(self.expect) - set(FEATURE_SLOTS))
+        if stray:
+            raise ValueError(f"expect names slots {stray}; slots are {list(FEATURE_SLOTS)}")
+        if not self.lora_target_list():
+            raise ValueError(f"lora_targets {self.lora_targets!r} names no module")
+
+    def lora_target_list(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
+
+    def source(self) -> str:
+        """The cache this config reads: the shard folder or the store."""
+        return self.shards if self.cache == "shards" else self.store
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "config") -> TrainConfig:
+        """Build from a mapping (a YAML file, a checkpoint's config).
+
+        Raises:
+            ValueError: naming unknown keys and the file they came from.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown options {unknown}; options are {sorted(known)}")
+        return cls(**dict(d))
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML config file as a dict (keys with dashes or underscores).
+
+    Raises:
+        ValueError: naming the file when it is not a mapping.
+    """
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config file must be a mapping of options, got {type(data).__name__}")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def _kv_pairs(items: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"{item!r} must be SLOT=ID")
+        out[key] = value
+    return out
+
+
+def build_parser(description: str = "") -> argparse.ArgumentParser:
+    """An argparse parser with ``--config`` and one option per TrainConfig field (defaults shown, not applied:
+    unset options keep the YAML's or the dataclass's value)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                argument_default=argparse.SUPPRESS)
+    p.add_argument("--config", help="YAML file of options (any field below); command-line options override it")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kw: dict[str, Any] = {"help": f"{f.metadata['help']} (default: {default})"}
+        t = str(f.type)
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif isinstance(default, dict):
+            p.add_argument(flag, action="append", metavar=f.metadata.get("metavar", "K=V"), **kw)
+        else:
+            caster = float if t.startswith("float") else int if t.startswith("int") else str
+            p.add_argument(flag, type=caster, choices=f.metadata.get("choices"), **kw)
+    return p
+
+
+def parse_config(argv: Sequence[str] | None = None, description: str = "") -> TrainConfig:
+    """Command line (and ``--config`` YAML) -> TrainConfig; a bad value exits with usage and the reason."""
+    parser = build_parser(description)
+    args = vars(parser.parse_args(argv))
+    try:
+        values = load_yaml(args.pop("config")) if "config" in args else {}
+        if "expect" in args:
+            args["expect"] = {**values.get("expect", {}), **_kv_pairs(args["expect"])}
+        values.update(args)
+        return TrainConfig.from_dict(values)
+    except (ValueError, OSError) as e:
+        parser.error(str(e))

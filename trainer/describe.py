@@ -1,0 +1,101 @@
+"""Describe the model of a preset without loading weights: parameter counts and feature tokens.
+
+    python -m trainer.describe --preset emotion-llama [--json]
+    python -m trainer.describe --preset tiny
+
+The model is built on the meta device (shapes only), so the 7B preset costs
+nothing to describe. Real size: 33,554,432 LoRA and 41,439,232 projector
+parameters, 260 feature tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, Sequence
+
+import torch
+
+from trainer.model import EmotionLlama, LoraSettings, count_parameters, wrap_lora
+from trainer.projector import FeatureProjector
+
+__all__ = ["PRESET_SHAPES", "describe", "main", "meta_model"]
+
+# Feature shapes of featstore's encoder presets (global: EVA CLS + 1024 patch tokens).
+PRESET_SHAPES = {
+    "emotion-llama": {"global": (1025, 1408), "local": (1024,), "temporal": (1024,), "audio": (1024,)},
+    "tiny": {"global": (1025, 32), "local": (32,), "temporal": (32,), "audio": (32,)},
+}
+
+
+def _llama_config(preset: str):
+    from transformers import LlamaConfig
+
+    from trainer.tiny import TINY_LLAMA, TINY_VOCAB, real_llama_config
+
+    return real_llama_config() if preset == "emotion-llama" else LlamaConfig(vocab_size=TINY_VOCAB, **TINY_LLAMA)
+
+
+def meta_model(preset: str, lora: LoraSettings = LoraSettings()) -> EmotionLlama:
+    """The preset's EmotionLlama on the meta device (no memory, no weights).
+
+    Raises:
+        ValueError: naming an unknown preset.
+    """
+    if preset not in PRESET_SHAPES:
+        raise ValueError(f"unknown preset {preset!r}; presets are {sorted(PRESET_SHAPES)}")
+    from transformers import LlamaForCausalLM
+
+    config = _llama_config(preset)
+    with torch.device("meta"):
+        llm = wrap_lora(LlamaForCausalLM(config), lora)
+        projector = FeatureProjector(PRESET_SHAPES[preset], config.hidden_size)
+    return EmotionLlama(llm, projector)
+
+
+def describe(preset: str, lora: LoraSettings = LoraSettings()) -> dict[str, Any]:
+    """Counts of the preset's model: LoRA, projector, frozen parameters, and feature tokens."""
+    model = meta_model(preset, lora)
+    config = model.llm.get_base_model().config
+    return {
+        "preset": preset,
+        "llm": {"hidden_size": config.hidden_size, "layers": config.num_hidden_layers,
+                "heads": config.num_attention_heads, "vocab_size": config.vocab_size},
+        "lora": {"r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout, "targets": list(lora.targets)},
+        "feature_shapes": {k: list(v) for k, v in PRESET_SHAPES[preset].items()},
+        "feature_tokens": model.projector.num_tokens,
+        "video_tokens": model.num_video_tokens,
+        "parameters": count_parameters(model),
+    }
+
+
+def _text(d: dict[str, Any]) -> str:
+    p = d["parameters"]
+    llm = d["llm"]
+    return "\n".join([
+        f"preset {d['preset']}: LLaMA hidden {llm['hidden_size']}, {llm['layers']} layers, {llm['heads']} heads, "
+        f"vocabulary {llm['vocab_size']}",
+        f"  trainable LoRA parameters   {p['lora']:>15,}  (r={d['lora']['r']}, alpha={d['lora']['alpha']}, "
+        f"{', '.join(d['lora']['targets'])})",
+        f"  projector parameters        {p['projector']:>15,}",
+        f"  frozen LLM parameters       {p['frozen']:>15,}",
+        f"  feature tokens              {d['feature_tokens']:>15}  ({d['video_tokens']} at <VideoHere>, "
+        f"{d['feature_tokens'] - d['video_tokens']} at <FeatureHere>)",
+    ])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: print the description as text or JSON."""
+    parser = argparse.ArgumentParser(prog="python -m trainer.describe", description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESET_SHAPES), default="emotion-llama",
+                        help="model preset (default: emotion-llama)")
+    parser.add_argument("--lora-r", type=int, default=64, help="LoRA rank (default: 64)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    args = parser.parse_args(argv)
+    d = describe(args.preset, LoraSettings(r=args.lora_r))
+    print(json.dumps(d, indent=2) if args.json else _text(d))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
