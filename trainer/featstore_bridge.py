@@ -25,11 +25,12 @@ def online_tools() -> SimpleNamespace:
 
     Returns:
         A namespace with ``load_encoders``, ``build_tiny_checkpoints``, ``DecodeConfig``,
-        ``decode_clip``, ``collate``, ``Sample``, ``INPUT_KEY`` and ``load_one_encoder``.
+        ``decode_clip``, ``collate``, ``Sample`` and ``INPUT_KEY``.
     """
-    from featstore.clip_inputs import INPUT_KEY, DecodeConfig, collate, decode_clip
     from featstore.encoders import build_tiny_checkpoints, load_encoders
     from featstore.manifest import Sample
+    from featstore.media.clip import DecodeConfig, collate, decode_clip
+    from featstore.names import INPUT_KEY
 
     return SimpleNamespace(load_encoders=load_encoders, build_tiny_checkpoints=build_tiny_checkpoints,
                            DecodeConfig=DecodeConfig, decode_clip=decode_clip, collate=collate, Sample=Sample,

@@ -12,10 +12,13 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from featstore.names import MERR_LABELS
+
 __all__ = ["EMOTION_LABELS", "TASKS", "Task", "get_task", "parse_tasks"]
 
-# The nine MERR labels, in the order the original's instruction lists them.
+# The nine MERR labels (featstore.names), in the order the original's instruction lists them.
 EMOTION_LABELS = ("happy", "sad", "neutral", "angry", "worried", "surprise", "fear", "contempt", "doubt")
+assert sorted(EMOTION_LABELS) == sorted(MERR_LABELS)
 _EMOTION_FIRST = ("Please determine which emotion label in the video represents: "
                   + ", ".join(EMOTION_LABELS) + ".")
 
