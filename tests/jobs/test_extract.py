@@ -1,9 +1,11 @@
-"""jobs/extract.py on a real local Ray: bad clips recorded, re-runs resume, and crashed
-actors, decode workers and drivers never lose or duplicate a sample (bitwise-equal stores)."""
+"""jobs/extract.py on a real local Ray: bad clips recorded, stored features equal to the
+encoders called directly, re-runs resume, crashed actors, decode workers, sinks and
+drivers never lose or duplicate a sample, and the batch size changes no byte."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,9 +13,10 @@ import time
 
 import pytest
 
+from featstore.store.array import UNIT_ARRAYS
 from featstore.store import FeatureStore
 from tests.featstore.store.test_exactly_once import tree
-from tests.jobs.conftest import ARGS, GOOD, JOB, run_job
+from tests.jobs.conftest import ARGS, BAD, GOOD, JOB, run_job
 
 pytestmark = pytest.mark.slow
 N = GOOD + 3
@@ -33,6 +36,41 @@ def test_bad_clips_recorded_per_modality(reference):
     assert fails[("audio", "silent")]["reason"].startswith("no_audio_stream")
     assert fails[("local", "bad_text")]["reason"].startswith("unreadable")
     assert store.attrs["extract_config"]["encoders"] == "local,audio"
+    # Store order is manifest order: every full unit mixes a good and a bad clip.
+    units = [store.sample_ids[i:i + 2] for i in range(0, N, 2)]
+    assert all(len(set(u) & set(BAD)) == 1 for u in units[:-1]) and not set(units[-1]) & set(BAD), units
+
+
+def test_stored_features_equal_the_encoder_called_directly(reference, mixed_dataset):
+    """An independent reference: each clip decoded and encoded alone, outside Ray,
+    compared byte for byte with its stored row (a misaligned row fails)."""
+    from featstore.media.clip import DecodeConfig, collate, decode_clip
+    from featstore.encoders import load_encoders
+    from featstore.encoders.presets import build_tiny_checkpoints
+    from featstore.manifest import load_manifest
+    from featstore.extract.encode import TINY_DIR
+
+    store = FeatureStore.open(reference[0])
+    feats = {f.spec.name: f for f in store.features()}
+    cfg = DecodeConfig(local_frames=2)  # the job's --local-frames 2
+    build_tiny_checkpoints(TINY_DIR)  # kept as is when the job built them
+    options = {s: {"upstream": cfg.upstream(s), **({} if s == "audio" else {"clips_per_forward": 1})} for s in feats}
+    encoders = load_encoders("tiny", list(feats), device="cpu", tiny_dir=TINY_DIR, options=options)
+    assert {s: e.spec.id for s, e in encoders.items()} == {s: f.spec.id for s, f in feats.items()}
+    samples = {s.sample_id: s for s in load_manifest(mixed_dataset, "csv")}
+    checked = 0
+    for sid in store.sample_ids:
+        clip = decode_clip(samples[sid], mixed_dataset, list(feats), cfg)
+        for slot, feat in feats.items():
+            if slot in clip.failures:
+                with pytest.raises(KeyError, match="failed"):
+                    feat.read_id(sid)
+                continue
+            want = encoders[slot](collate([clip], slot)[1])[slot][0].astype(feat.spec.dtype)
+            got = feat.read_id(sid)
+            assert got.dtype == want.dtype and got.tobytes() == want.tobytes(), f"{slot} {sid}"
+            checked += 1
+    assert checked == 2 * GOOD + 1
 
 
 def test_rerun_does_nothing(mixed_dataset, reference, tmp_path):
@@ -58,6 +96,23 @@ def test_crashed_worker_is_retried_without_loss(mixed_dataset, reference, tmp_pa
     assert tree(tmp_path / "store.zarr") == tree(reference[0])
 
 
+def test_sink_killed_between_data_and_commit(mixed_dataset, reference, tmp_path):
+    """The write of unit 1 ([demo_0001, silent]) dies after the local spec's data
+    chunk and before its commit; the retried write must redo it, not skip it."""
+    marker = tmp_path / "fired"
+    proc, summary = run_job(mixed_dataset, tmp_path, env={"FEATSTORE_FAULT": "write_unit.after_data@1",
+                                                          "FEATSTORE_FAULT_MARKER": str(marker)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert marker.exists(), "the fault never fired"
+    killed = int(marker.read_text())
+    # The sink prints its line after a unit's writes: once, from a process other than the killed one.
+    out = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout)  # Ray colours its log prefixes
+    writers = re.findall(r"pid=(\d+)[^)]*\) unit 1: ", out)
+    assert len(writers) == 1 and int(writers[0]) != killed, (killed, writers, out[-3000:])
+    assert all(c["pending"] == 0 for c in summary["specs"].values()), summary["specs"]
+    assert tree(tmp_path / "store.zarr") == tree(reference[0])
+
+
 def test_driver_killed_then_resubmitted(mixed_dataset, reference, tmp_path):
     marker = tmp_path / "fired"
     cmd = [sys.executable, str(JOB), "--dataset", str(mixed_dataset), "--store", str(tmp_path / "store.zarr"),
@@ -69,11 +124,58 @@ def test_driver_killed_then_resubmitted(mixed_dataset, reference, tmp_path):
     while not marker.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
     assert marker.exists(), "the job never reached unit 2's write"
+    while len(pending_units(tmp_path)) == UNITS and time.time() < deadline:  # evidence of progress
+        time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
     proc.wait()
-    pending = FeatureStore.open(tmp_path / "store.zarr").feature("audio").pending_units()
-    assert 2 in pending and len(pending) < UNITS + 1
+    pending = pending_units(tmp_path)
+    assert 2 in pending and len(pending) < UNITS, pending
     again, summary = run_job(mixed_dataset, tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert summary["units_run"] == len(pending)  # only the remaining work
+    # Only the remaining work: at least one unit, strictly fewer than a fresh run's.
+    assert 1 <= summary["units_run"] < reference[1]["units_run"] == UNITS
+    assert summary["units_run"] == len(pending)
     assert tree(tmp_path / "store.zarr") == tree(reference[0])
+
+
+def pending_units(out) -> list[int]:
+    """Units with any spec still pending (none committed yet: every unit)."""
+    path = out / "store.zarr"
+    if not (path / "specs").exists():
+        return list(range(UNITS))
+    feats = FeatureStore.open(path).features()
+    return sorted(set().union(*(f.pending_units() for f in feats))) if len(feats) == 2 else list(range(UNITS))
+
+
+def spec_free_tree(path) -> dict[str, str]:
+    """The store's files and hashes with each spec key replaced by its slot name; the
+    root and spec group metadata (extract config, spec) are left out."""
+    store = FeatureStore.open(path)
+    keys = {f.spec.key: f.spec.name for f in store.features()}
+    out = {}
+    for name, digest in tree(path).items():
+        for key, slot in keys.items():
+            name = name.replace(key, slot)
+        if name != "zarr.json" and not re.fullmatch(r"specs/\w+/zarr\.json", name):
+            out[name] = digest
+    return out
+
+
+def test_batch_size_3_on_mixed_frame_sizes_gives_the_same_bytes(sizes_dataset, tmp_path):
+    """4-sample units of two frame sizes: --batch-size 3 runs 2- and 1-clip forwards of
+    the global encoder and a 3-clip audio batch; the stored bytes equal --batch-size 1's."""
+    stores = {}
+    for b in (1, 3):
+        out = tmp_path / f"b{b}"
+        proc, summary = run_job(sizes_dataset, out, "--encoders", "global,audio", "--unit-size", "4",
+                                "--batch-size", str(b))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert {s: c["committed"] for s, c in summary["specs"].items()} == {"global": 6, "audio": 6}
+        stores[b] = FeatureStore.open(out / "store.zarr")
+    one, three = ({f.spec.name: f for f in stores[b].features()} for b in (1, 3))
+    assert three["global"].spec.preprocess["clips_per_forward"] == 3
+    for slot in one:
+        for name in UNIT_ARRAYS:
+            a, b = one[slot].raw(name)[:], three[slot].raw(name)[:]
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), (slot, name)
+    assert spec_free_tree(tmp_path / "b1" / "store.zarr") == spec_free_tree(tmp_path / "b3" / "store.zarr")

@@ -1,4 +1,4 @@
-"""Tests for featstore.faces: Haar-cascade face crops on real demo clips and on a faceless video."""
+"""Tests for featstore.media.faces: Haar-cascade face crops on real demo clips and on a faceless video."""
 
 from __future__ import annotations
 

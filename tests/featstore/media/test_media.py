@@ -1,4 +1,4 @@
-"""Tests for featstore.video, featstore.audio and featstore.media on real mp4/wav files made in tmp_path."""
+"""Tests for featstore.media (video, audio, common) on real mp4/wav files made in tmp_path."""
 
 from __future__ import annotations
 

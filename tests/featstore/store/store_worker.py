@@ -52,9 +52,11 @@ def features(spec: FeatureSpec, ids: list[str], hashes: list[str] | None = None)
 
 
 def write_units(store: FeatureStore, name: str, units: list[int], failing: dict | None = None,
-                retry_failed: bool = False) -> int:
+                retry_failed: bool = False, progress: bool = False) -> int:
     """Write ``units`` of spec ``name`` with features of each sample's current media hash;
-    samples named in ``failing`` (default ``FAILING``) are recorded as failed."""
+    samples named in ``failing`` (default ``FAILING``) are recorded as failed. With
+    ``progress``, print ``committed NAME UNIT`` after each unit's commit (the evidence
+    a kill test waits for)."""
     feat = store.feature(name)
     failing = FAILING.get(name, {}) if failing is None else failing
     written = 0
@@ -64,6 +66,8 @@ def write_units(store: FeatureStore, name: str, units: list[int], failing: dict 
         hashes = [store.media_hash(s) for s in ids]
         fails = {k: v for k, v in failing.items() if k in ids}
         written += feat.write_unit(u, features(feat.spec, ids, hashes), failures=fails, retry_failed=retry_failed)
+        if progress:
+            print("committed", name, u, flush=True)
     return written
 
 
@@ -74,6 +78,7 @@ def main() -> None:
     p.add_argument("--fail", action="append", default=None, metavar="ID=STAGE:REASON",
                    help="record this sample as failed (replaces the built-in failures)")
     p.add_argument("--retry-failed", action="store_true")
+    p.add_argument("--progress", action="store_true", help="print a line after each unit's commit")
     args = p.parse_args()
     failing = None
     if args.fail is not None:
@@ -86,7 +91,7 @@ def main() -> None:
     for job in args.jobs:
         name, _, spec_units = job.partition(":")
         units = store.feature(name).pending_units() if spec_units == "pending" else [int(u) for u in spec_units.split(",")]
-        print(name, write_units(store, name, units, failing, args.retry_failed), flush=True)
+        print(name, write_units(store, name, units, failing, args.retry_failed, args.progress), flush=True)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from tests.featstore.store import store_worker as w
 
 WORKER = str(Path(w.__file__))
 N = 50  # 7 pooled units (last one partial), 13 token units
+KILLS = 6  # random kills before the resume; each must land after a commit and before the end
 
 
 def tree(root: Path) -> dict[str, str]:
@@ -98,16 +99,32 @@ def test_sigkill_mid_unit_then_resume(serial_tree, tmp_path):
     assert tree(root) == serial_tree
 
 
+def committed_units(root: Path) -> int:
+    """Units of all specs with nothing left pending."""
+    return sum(f.num_units - len(f.pending_units()) for f in FeatureStore.open(root).features())
+
+
 def test_sigkill_at_random_times_then_resume(serial_tree, tmp_path):
     root = tmp_path / "r.zarr"
-    w.make_store(root, N)
+    store = w.make_store(root, N)
+    total = sum(f.num_units for f in store.features())
     rng = random.Random(3)
-    for attempt in range(4):
-        p = subprocess.Popen([sys.executable, WORKER, str(root), "tokens:pending", "pooled:pending"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.8, 2.5))  # interpreter start + imports take most of a second
+    done = [0]
+    for attempt in range(KILLS):
+        p = subprocess.Popen([sys.executable, WORKER, str(root), "tokens:pending", "pooled:pending", "--progress"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        # Evidence of progress first (imports take seconds), then a kill at a random
+        # point of the next units' writes (a unit takes ~12 ms here): mid-unit or between.
+        first = p.stdout.readline()
+        assert first.startswith("committed"), f"attempt {attempt}: the writer committed nothing: {first!r}"
+        time.sleep(rng.uniform(0, 0.015))
         p.send_signal(signal.SIGKILL)
         p.wait()
+        p.stdout.close()
+        assert p.returncode == -signal.SIGKILL, f"attempt {attempt}: the writer finished before the kill"
+        done.append(committed_units(root))
+        assert done[-1] > done[-2], f"attempt {attempt}: no unit committed between kills: {done}"
+    assert done[-1] < total, f"every unit was committed before the last kill: {done}"
     res = run_worker(root, "tokens:pending", "pooled:pending")
     assert res.returncode == 0, res.stderr
     FeatureStore.open(root, "r+").cleanup_partials()
