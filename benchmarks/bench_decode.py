@@ -97,7 +97,7 @@ def video_rows(clips: list[Path], n_frames: int, repeats: int) -> list[dict]:
             sec = time_per_clip(clips, lambda p, c=cfg: decode_video(p, c), repeats)
             rows.append(_row("video", name, backend, sec, frames))
         single = VideoDecodeConfig(FramePolicy("peak"), backend)
-        sec = time_per_clip(clips, lambda p: [decode_video(p, single, peak_index=k) for k in peaks[p]], repeats)
+        sec = time_per_clip(clips, lambda p, s=single: [decode_video(p, s, peak_index=k) for k in peaks[p]], repeats)
         rows.append(_row("video", "random single frame", backend, sec / RANDOM_FRAMES, 1))
     return rows
 

@@ -126,7 +126,7 @@ def bench_readers(tmp: Path, tokens: np.ndarray, pooled: np.ndarray, repeats: in
         zd = ZarrDataset(_filled_store(tmp / f"z{feature}", data, unit))
         order = np.random.default_rng(0).permutation(len(zd))[: min(len(zd), 400)]
         zd[int(order[0])]
-        t = _timed(lambda: [zd[int(i)] for i in order])
+        t = _timed(lambda zd=zd, order=order: [zd[int(i)] for i in order])
         rows.append({"reader": "ZarrDataset random access", "feature": feature,
                      "mb_s": round(len(order) * data[0].nbytes / 1e6 / t, 1), "samples_s": round(len(order) / t, 1)})
     return rows

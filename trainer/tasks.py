@@ -54,7 +54,7 @@ class Task:
 
     def instruction(self, sample_id: str, seed: int) -> str:
         """A deterministic choice from the pool: the same (seed, sample, task) always gets the same one."""
-        digest = hashlib.sha256(f"{seed}:{sample_id}:{self.name}".encode("utf-8")).digest()
+        digest = hashlib.sha256(f"{seed}:{sample_id}:{self.name}".encode()).digest()
         return self.instructions[int.from_bytes(digest[:8], "big") % len(self.instructions)]
 
 

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from featstore.store.array import UNIT_ARRAYS
 from featstore.store import FeatureStore
+from featstore.store.array import UNIT_ARRAYS
 from tests.featstore.store.test_exactly_once import tree
 from tests.jobs.conftest import ARGS, BAD, GOOD, JOB, run_job
 
@@ -44,11 +44,11 @@ def test_bad_clips_recorded_per_modality(reference):
 def test_stored_features_equal_the_encoder_called_directly(reference, mixed_dataset):
     """An independent reference: each clip decoded and encoded alone, outside Ray,
     compared byte for byte with its stored row (a misaligned row fails)."""
-    from featstore.media.clip import DecodeConfig, collate, decode_clip
     from featstore.encoders import load_encoders
     from featstore.encoders.presets import build_tiny_checkpoints
-    from featstore.manifest import load_manifest
     from featstore.extract.encode import TINY_DIR
+    from featstore.manifest import load_manifest
+    from featstore.media.clip import DecodeConfig, collate, decode_clip
 
     store = FeatureStore.open(reference[0])
     feats = {f.spec.name: f for f in store.features()}

@@ -157,7 +157,7 @@ def test_merr_annotations(dataset):
     merr = json.loads((dataset / "MERR_demo.json").read_text(encoding="utf-8"))
     assert list(merr) == _ids(N)
     assert {entry["label"] for entry in merr.values()} == set(demo.LABELS)
-    for sample_id, entry in merr.items():
+    for entry in merr.values():
         assert set(entry) == {"caption", "smp_reason_caption", "reason_caption", "peak_index", "label"}
         assert isinstance(entry["peak_index"], int) and 0 <= entry["peak_index"] < N_FRAMES
         assert entry["label"] in entry["smp_reason_caption"] and entry["caption"]
