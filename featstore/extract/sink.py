@@ -4,6 +4,7 @@ the store exactly once (one chunk per spec, commit flags last)."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -53,7 +54,7 @@ class StoreSink(Datasink):
         if self.progress is not None:  # fire and forget: the bar must not slow the writes
             self.progress.add.remote(len(work.samples))
         log.info("unit %d: %d clips, slots %s, failed %s", work.unit, len(work.samples), work.slots, failed)
-        return {"unit": work.unit, "clips": len(work.samples), "slots": work.slots, "written": written,
+        return {"unit": work.unit, "pid": os.getpid(), "clips": len(work.samples), "slots": work.slots, "written": written,
                 "failures": {s: {i: list(v) for i, v in f.items()} for s, f in work.failures.items()},
                 "seconds": seconds, "faces": list(work.faces), "devices": work.devices}
 

@@ -27,6 +27,7 @@ def summarize(store: FeatureStore, prep: Any, stats: list[dict], wall: float) ->
         "failed_by_reason": dict(reasons), "stage_seconds": {k: round(v, 2) for k, v in seconds.items()},
         "faces_found": faces, "wall_seconds": round(wall, 2),
         "actors": _actors(stats),
+        "unit_writers": {str(s["unit"]): s["pid"] for s in stats},  # unit -> the process whose write succeeded
         "clips_per_second": round(clips / wall, 3) if wall else None,
     }
 

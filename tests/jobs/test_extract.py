@@ -105,10 +105,8 @@ def test_sink_killed_between_data_and_commit(mixed_dataset, reference, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert marker.exists(), "the fault never fired"
     killed = int(marker.read_text())
-    # The sink prints its line after a unit's writes: once, from a process other than the killed one.
-    out = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout)  # Ray colours its log prefixes
-    writers = re.findall(r"pid=(\d+)[^)]*\) unit 1: ", out)
-    assert len(writers) == 1 and int(writers[0]) != killed, (killed, writers, out[-3000:])
+    # Unit 1's write that succeeded came from a process other than the killed one: it was redone.
+    assert summary["units_run"] == UNITS and summary["unit_writers"]["1"] != killed, (killed, summary["unit_writers"])
     assert all(c["pending"] == 0 for c in summary["specs"].values()), summary["specs"]
     assert tree(tmp_path / "store.zarr") == tree(reference[0])
 
