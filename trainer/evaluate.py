@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from trainer.cli_args import opt
 from trainer.data import Example, chunks, open_cache

@@ -6,9 +6,10 @@ Shared by evaluation and prediction, so both build prompts with the training cod
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 

@@ -14,8 +14,9 @@ import re
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["JUDGE_ENV", "JudgeClient", "JudgeConfig", "JudgeError", "SCORE_RANGE", "judge_prompt", "parse_scores"]
 

@@ -3,7 +3,8 @@ UAR (mean recall over the classes in the truth) and WAR (accuracy). Checked agai
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
