@@ -32,9 +32,10 @@ def resolve_checkpoint(path: str | Path, option: str = "--checkpoint") -> Path:
         return path
     found = ckpt.latest_checkpoint(path)
     if found is None:
-        hint = " Train the demo one with: python jobs/train.py" if "demo_out" in str(path) else ""
+        hint = ("python jobs/train.py (no arguments: the demo checkpoint, after python jobs/extract.py)"
+                if "demo_out" in str(path) else "python jobs/train.py --out-dir RUN_DIR (see --help)")
         raise FileNotFoundError(f"{option} {path}: no trained checkpoint there (no folder with "
-                                f"{ckpt.STATE_FILE}).{hint}")
+                                f"{ckpt.STATE_FILE}); nothing is trained here. Train one with: {hint}")
     return found
 
 
