@@ -154,7 +154,7 @@ def test_emer_without_a_judge_url_says_how_to_set_one(cache, trained, tmp_path):
 
 def test_no_arguments_evaluate_the_demo(demo_tree):
     root, _ = demo_tree
-    done = _run(cwd=root)
+    done = _run("--max-new-tokens", 8, cwd=root)  # every other option at its default (500 tokens: jobs' own run)
     assert done.returncode == 0, done.stderr
     assert "merr: 3 samples" in done.stdout and "demo_out/train/checkpoints/step-00000000" in done.stdout
     for name in ("metrics.json", "confusion.json", "confusion.png", "predictions.jsonl"):
