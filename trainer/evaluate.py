@@ -81,7 +81,11 @@ class EvalConfig:
 
 
 def _samples(ds, limit: int | None) -> Iterator[dict[str, Any]]:
-    items: Iterable[dict[str, Any]] = (ds[i] for i in range(len(ds))) if hasattr(ds, "__getitem__") else iter(ds)
+    if hasattr(ds, "set_epoch"):  # shards: a stream (torch IterableDataset), in index order (no shuffle buffer)
+        ds.set_epoch(0)
+        items: Iterable[dict[str, Any]] = iter(ds)
+    else:
+        items = (ds[i] for i in range(len(ds)))
     for n, s in enumerate(items):
         if limit is not None and n >= limit:
             return

@@ -97,6 +97,16 @@ def test_last_word_parsing_reaches_the_metrics(monkeypatch, cache, trained, tmp_
     assert ("invalid" in saved) == (unknown == "invalid")
 
 
+def test_job_reads_shards_in_order(cache, trained, tmp_path):
+    _, shards, _ = cache
+    done = _run("--checkpoint", trained, "--cache", "shards", "--shards", shards, "--max-new-tokens", 2,
+                "--out-dir", tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert [r["sample_id"] for r in rows] == [f"demo_{i:04d}" for i in range(8)]
+    assert [r["truth"] for r in rows] == [annotation(i)["label"] for i in range(8)]
+
+
 def test_job_reports_invalid_answers(cache, trained, tmp_path):
     store, _, _ = cache
     done = _run("--checkpoint", trained, "--store", store, "--max-new-tokens", 2, "--limit", 2, "--unknown", "invalid",
