@@ -6,7 +6,11 @@ one embedding function), ``model`` (frozen LLaMA + LoRA + projectors),
 schedules), ``recipe`` (the training loop), ``checkpoint``, ``distributed``
 (Ray Train), ``online`` (encoders on raw clips), ``describe`` (model sizes on
 the meta device), ``tiny`` (offline tiny LLaMA), ``featstore_bridge`` (the one
-place for featstore names beyond its package root).
+place for featstore names beyond its package root); evaluation and prediction:
+``labels`` (label sets, answer parsing), ``metrics`` (numpy), ``confusion_png``,
+``judge`` (EMER judge client), ``inference`` (checkpoint -> answers), ``evaluate``,
+``live`` (encoders on raw clips, as extraction set them up), ``predict``,
+``cli_args`` (dataclass -> argparse).
 The package root imports nothing heavy; import the module you need.
 """
 

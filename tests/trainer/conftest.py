@@ -63,3 +63,50 @@ def tokenizer(tiny_llm):
 def cache(tmp_path_factory):
     """(store, shards, spec ids) of an 8-sample cache in 4 shards."""
     return make_cache(tmp_path_factory.mktemp("cache"))
+
+
+def make_checkpoint(store, out_dir, tiny_dir, expect, tasks: str = "emotion,reason"):
+    """An untrained (step 0) checkpoint on ``store``, saved by the training recipe itself."""
+    from trainer.config import TrainConfig
+    from trainer.recipe import TrainRecipe
+
+    cfg = TrainConfig(cache="zarr", store=str(store), tiny_dir=str(tiny_dir), out_dir=str(out_dir), expect=expect,
+                      progress=False, resume="never", tasks=tasks, shuffle_buffer=0)
+    recipe = TrainRecipe(cfg)
+    recipe.setup()
+    return recipe.save_checkpoint()
+
+
+@pytest.fixture(scope="session")
+def demo_tree(tmp_path_factory, tiny_llm):
+    """A folder laid out as the demo leaves it: demo_out/data (3 real clips), demo_out/store.zarr (filled by
+    featstore's tiny encoders called directly), demo_out/train/checkpoints/step-00000000.
+
+    Returns:
+        (the folder holding demo_out, {slot: spec id}).
+    """
+    from featstore.encoders import build_tiny_checkpoints, load_encoders
+    from featstore.media.clip import DecodeConfig, collate, decode_clip
+    from trainer.featstore_bridge import demo_tools
+    from trainer.live import ENCODER_TINY_DIR
+    from trainer.projector import FEATURE_SLOTS
+
+    root = tmp_path_factory.mktemp("demo-tree")
+    out = root / "demo_out"
+    demo = demo_tools()
+    data = demo.make_demo_dataset(out / "data", n=3, seconds=1.0, audio_source="synth")
+    manifest = demo.load_manifest(data, format="merr")
+    store = FeatureStore.create(out / "store.zarr")
+    store.add_manifest(manifest)
+    decode = DecodeConfig()
+    build_tiny_checkpoints(ENCODER_TINY_DIR)
+    options = {s: {"upstream": decode.upstream(s), **({} if s == "audio" else {"clips_per_forward": 1})}
+               for s in FEATURE_SLOTS}
+    encoders = load_encoders("tiny", list(FEATURE_SLOTS), tiny_dir=ENCODER_TINY_DIR, options=options)
+    clips = [decode_clip(s, data, list(FEATURE_SLOTS), decode) for s in manifest.usable]
+    for slot, enc in encoders.items():
+        _, inputs = collate(clips, slot)
+        store.add_spec(enc.spec, unit_size=4).write_unit(0, enc(inputs)[slot])
+    ids = {s: e.spec.id for s, e in encoders.items()}
+    make_checkpoint(out / "store.zarr", out / "train", tiny_llm, ids)
+    return root, ids
