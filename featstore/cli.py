@@ -11,7 +11,9 @@ import numpy as np
 
 from featstore.errors import FeatstoreError
 from featstore.store import FeatureStore
-from featstore.store.verify import chunk_exists, verify_store
+from featstore.store.chunks import chunk_exists
+from featstore.store.repair import repair_store
+from featstore.store.verify import verify_store
 
 
 def _rows_written(feat) -> int:
@@ -75,14 +77,29 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    report = verify_store(FeatureStore.open(args.store))
+    store = FeatureStore.open(args.store, "r+" if args.repair else "r")
+    report = verify_store(store)
+    _print_report(report)
+    if not args.repair or report.ok:
+        return 0 if report.ok else 1
+    for w in repair_store(store, report):
+        dropped = f"; dropped unreadable chunk(s) {list(w.dropped)}" if w.dropped else ""
+        print(f"withdrew spec {w.bad.spec} unit {w.bad.unit} (samples {w.samples[0]}-{w.samples[1] - 1}, now pending): "
+              f"{'; '.join(w.bad.reasons)}{dropped}")
+    after = verify_store(FeatureStore.open(args.store))
+    print(f"repair: withdrew {len(report.bad_units)} unit(s); run extraction again to recompute them")
+    if not after.ok:
+        _print_report(after)
+    return 0 if after.ok else 1
+
+
+def _print_report(report) -> None:
     for note in report.notes:
         print(f"note: {note}")
     for problem in report.problems:
         print(f"PROBLEM: {problem}", file=sys.stderr)
     verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
     print(f"{verdict}: checked {report.checked_units} units, {report.checked_samples} committed samples")
-    return 0 if report.ok else 1
 
 
 def cmd_failures(args: argparse.Namespace) -> int:
@@ -130,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", help="read back every committed unit; exit 1 naming any missing or corrupt chunk"
     )
     verify.add_argument("store", help=store_help)
+    verify.add_argument("--repair", action="store_true",
+                        help="withdraw the commit of every broken unit (its samples become pending, so the next "
+                             "extraction run recomputes them) and print what was withdrawn and why")
     verify.set_defaults(func=cmd_verify)
 
     failures = sub.add_parser("failures", help="list failure records: sample, spec, stage, reason")

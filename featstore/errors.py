@@ -103,3 +103,28 @@ class FaceDetectorError(MediaError):
     """The face detector cannot be loaded (a broken OpenCV install), so no crop can be made."""
 
     reason = "detector_unavailable"
+
+
+class CorruptChunkError(StoreError):
+    """A chunk of a store cannot be read back; the message names the store, spec,
+    unit and array, and the command that withdraws the unit so it is recomputed."""
+
+    def __init__(self, store: str, spec: str, unit: int, array: str, cause: BaseException) -> None:
+        super().__init__(
+            f"store {store}: spec {spec} unit {unit}: {array} chunk is unreadable "
+            f"({type(cause).__name__}: {cause}); run `featstore verify {store} --repair` to withdraw "
+            f"the unit, then run extraction again to recompute it"
+        )
+        self.store, self.spec, self.unit, self.array = store, spec, unit, array
+        self._cause = f"{type(cause).__name__}: {cause}"
+
+    def __reduce__(self):
+        # Keep the message when the error crosses a process boundary (Ray, DataLoader workers).
+        return (_rebuild_corrupt_chunk_error, (self.store, self.spec, self.unit, self.array, str(self)))
+
+
+def _rebuild_corrupt_chunk_error(store: str, spec: str, unit: int, array: str, message: str) -> CorruptChunkError:
+    err = CorruptChunkError.__new__(CorruptChunkError)
+    StoreError.__init__(err, message)
+    err.store, err.spec, err.unit, err.array = store, spec, unit, array
+    return err

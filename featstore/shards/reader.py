@@ -23,7 +23,7 @@ from torch.utils.data import Dataset, IterableDataset
 from webdataset.gopen import gopen
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
-from featstore.errors import ShardFormatError, StoreError
+from featstore.errors import CorruptChunkError, ShardFormatError, StoreError
 from featstore.shards.export import INDEX_FORMAT, INDEX_NAME, INDEX_VERSION, tar_key
 from featstore.store.selection import DEFAULT_SPLIT_RATIOS, check_expected, resolve_specs, select
 from featstore.store.store import FeatureStore
@@ -190,11 +190,16 @@ class ZarrDataset(Dataset):
         expect: ``{spec name: spec id}``; a mismatch is refused.
         specs: spec names to read (default: those in ``expect``, else all).
         split: only samples of this split.
+        on_error: what iteration does with a sample whose chunk is unreadable:
+            ``"raise"`` (default) a CorruptChunkError naming the store, spec, unit
+            and the repair command; ``"skip"`` log it and leave out that unit's
+            samples. Indexing (``ds[i]``) always raises.
     """
 
     def __init__(self, store: FeatureStore | str, expect: Mapping[str, str] | None = None,
                  specs: Sequence[str] | None = None, split: str | None = None,
-                 ratios: Sequence[float] = DEFAULT_SPLIT_RATIOS) -> None:
+                 ratios: Sequence[float] = DEFAULT_SPLIT_RATIOS, on_error: str = "raise") -> None:
+        self.handler = make_handler(on_error)
         self.store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
         self.feats = resolve_specs(self.store, specs, expect)
         self.selection = select(self.store, self.feats, split, ratios)
@@ -208,11 +213,23 @@ class ZarrDataset(Dataset):
         sid = self.store.sample_ids[row]
         out: dict[str, Any] = {"__key__": tar_key(sid), "sample_id": sid, "meta": {"sample_id": sid, **self._annotations[row]}}
         for f in self.feats:  # selection checked these rows are committed: read the data directly
-            out[f.spec.name] = f.raw("data")[row]
+            out[f.spec.name] = f.data_rows(row, row + 1)[0]
         return out
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return (self[i] for i in range(len(self)))
+        bad: set[tuple[str, int]] = set()  # (spec, unit) already found unreadable: skip without re-reading
+        for i in range(len(self)):
+            row = self.selection.indices[i]
+            if any((f.spec.key, row // f.unit_size) in bad for f in self.feats):
+                continue
+            try:
+                sample = self[i]
+            except CorruptChunkError as e:
+                bad.add((e.spec, e.unit))
+                if not self.handler(e):
+                    return
+                continue
+            yield sample
 
 
 def open_features(source: str, expect: Mapping[str, str] | None = None, **kw: Any) -> ShardDataset | ZarrDataset:

@@ -7,9 +7,10 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 import zarr
 
-from featstore.errors import StoreError
+from featstore.errors import CorruptChunkError, StoreError
 from featstore.faults import maybe_fault
 from featstore.spec import FeatureSpec
+from featstore.store.chunks import chunk_decodes, chunk_exists, drop_chunk
 from featstore.store.index import SampleIndex
 from featstore.store.layout import (
     ARRAY_CONFIG,
@@ -87,8 +88,8 @@ class FeatureArray:
                 f"spec {self.spec.name!r} has {self._arrays['status'].shape[0]} rows but the index has "
                 f"{len(self._index)}: samples were added through another handle; reopen the store"
             )
-        status = self._arrays["status"][start:stop].astype(np.int8)
-        stale = np.any(self._arrays["media_hash"][start:stop] != self._index.hash_rows(start, stop), axis=1)
+        status = self._read("status", start, stop).astype(np.int8)
+        stale = np.any(self._read("media_hash", start, stop) != self._index.hash_rows(start, stop), axis=1)
         status[stale & (status != PENDING)] = PENDING
         return status
 
@@ -141,7 +142,7 @@ class FeatureArray:
         """
         start, stop = self.unit_bounds(unit)
         hashes = self._index.hash_rows(start, stop) if media_hashes is None else np.asarray(media_hashes, np.uint8)
-        status = self._arrays["status"][start:stop]
+        status = self._read("status", start, stop)
         if not self._needs_write(start, stop, status, hashes, retry_failed):
             return False
         ids = self._index.sample_ids[start:stop]
@@ -150,17 +151,64 @@ class FeatureArray:
             # A rewrite (edited clip, retried failure): withdraw the old commit
             # before touching anything else, so that no reader ever pairs an old
             # "ok" or "failed" flag with new hashes, zeroed data or a blank reason.
-            self._arrays["status"][start:stop] = np.zeros(stop - start, np.int8)
+            self._write_pending(start, stop)
             maybe_fault("write_unit.after_withdraw", unit)
         for name in UNIT_ARRAYS:  # status is last: the commit
             self._arrays[name][start:stop] = rows[name]
             maybe_fault(f"write_unit.after_{name}", unit)
         return True
 
+    def withdraw_unit(self, unit: int) -> list[str]:
+        """Withdraw a unit's commit so that all its samples read as pending and the
+        next extraction run recomputes the unit (``featstore verify --repair``).
+
+        The commit flags go first, written as pending exactly as a rewrite
+        withdraws them; then each other chunk of the unit that does not read back
+        is dropped (it reads as zeros), so that whole-array reads such as
+        ``status`` and ``failures`` work again. Data is never rewritten here: the
+        next run writes the unit whole, commit last. Like ``write_unit`` this
+        touches only the unit's own chunks; run it while no job writes the spec.
+
+        Returns:
+            Names of the arrays whose unreadable chunk was dropped.
+        """
+        start, stop = self.unit_bounds(unit)
+        self._write_pending(start, stop)
+        maybe_fault("withdraw_unit.after_status", unit)
+        dropped = []
+        for name in UNIT_ARRAYS[:-1]:
+            arr = self._arrays[name]
+            if chunk_exists(arr, unit) and not chunk_decodes(arr, unit):
+                drop_chunk(arr, unit)
+                dropped.append(name)
+                maybe_fault("withdraw_unit.after_drop", unit)
+        return dropped
+
+    def _write_pending(self, start: int, stop: int) -> None:
+        # A whole-chunk write: zarr does not read the old chunk, so this works
+        # over a status chunk that no longer decodes.
+        self._arrays["status"][start:stop] = np.zeros(stop - start, np.int8)
+
+    def _read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows ``[start, stop)`` of array ``name``.
+
+        Raises:
+            CorruptChunkError: naming the store, spec, unit, array and the repair
+                command when a chunk in the range does not read back.
+        """
+        try:
+            return self._arrays[name][start:stop]
+        except Exception as e:  # a corrupt chunk raises whatever its codec raises
+            stop = self.num_samples if stop is None else stop
+            for unit in range(start // self.unit_size, -(-stop // self.unit_size)):
+                if not chunk_decodes(self._arrays[name], unit):
+                    raise CorruptChunkError(self._index.url, self.spec.key, unit, name, e) from e
+            raise
+
     def _needs_write(self, start: int, stop: int, status: np.ndarray, hashes: np.ndarray, retry_failed: bool) -> bool:
         if np.any(status == PENDING) or (retry_failed and np.any(status == FAILED)):
             return True
-        return bool(np.any(self._arrays["media_hash"][start:stop] != hashes))
+        return bool(np.any(self._read("media_hash", start, stop) != hashes))
 
     def _unit_rows(self, unit, ids, data, failures, hashes) -> dict[str, np.ndarray]:
         n = len(ids)
@@ -200,21 +248,29 @@ class FeatureArray:
         if not -n <= index < n:
             raise IndexError(f"sample index {index} out of range for {n} samples")
         index %= n
-        st = self._arrays["status"][index]
-        fresh = np.array_equal(self._arrays["media_hash"][index], self._index.hash_rows(index, index + 1)[0])
+        st = self._read("status", index, index + 1)[0]
+        fresh = np.array_equal(self._read("media_hash", index, index + 1)[0], self._index.hash_rows(index, index + 1)[0])
         if st != OK or not fresh:
             what = "stale" if st == OK else {PENDING: "pending", FAILED: "failed"}[int(st)]
             raise KeyError(f"sample {self._index.sample_ids[index]!r} is {what} for spec {self.spec.name!r}")
-        return self._arrays["data"][index]
+        return self._read("data", index, index + 1)[0]
 
     def read_id(self, sample_id: str) -> np.ndarray:
         """Feature of a sample by id (see ``read``)."""
         return self.read(self._index.index_of(sample_id))
 
+    def data_rows(self, start: int, stop: int | None = None) -> np.ndarray:
+        """Stored data of rows ``[start, stop)`` whatever their status (callers check it).
+
+        Raises:
+            CorruptChunkError: naming the unit and the repair command when a chunk is unreadable.
+        """
+        return self._read("data", start, stop)
+
     def read_unit(self, unit: int) -> tuple[np.ndarray, np.ndarray]:
         """``(data, status)`` of a whole unit: one chunk read per array."""
         start, stop = self.unit_bounds(unit)
-        return self._arrays["data"][start:stop], self.status(start, stop)
+        return self._read("data", start, stop), self.status(start, stop)
 
     def iter_committed(self) -> Iterator[tuple[str, np.ndarray]]:
         """Yield ``(sample_id, feature)`` for every committed sample, in index order, a unit at a time."""
@@ -225,7 +281,7 @@ class FeatureArray:
             ok = np.flatnonzero(status[start:stop] == OK)
             if ok.size == 0:
                 continue
-            block = self._arrays["data"][start:stop]
+            block = self._read("data", start, stop)
             for i in ok:
                 yield ids[start + i], block[i]
 
@@ -235,7 +291,7 @@ class FeatureArray:
         idx = np.flatnonzero(status == FAILED)
         if idx.size == 0:
             return []
-        stages, reasons = self._arrays["fail_stage"][:], self._arrays["fail_reason"][:]
+        stages, reasons = self._read("fail_stage"), self._read("fail_reason")
         ids = self._index.sample_ids
         return [
             {"sample_id": ids[i], "index": int(i), "stage": decode_text(stages[i]), "reason": decode_text(reasons[i])}
