@@ -1,6 +1,6 @@
 """One training epoch fed from the cache, online (encoders on raw clips each step) and from memory, in one run.
 
-Run: python benchmarks/bench_epoch.py [--n 32] [--repeats 3] [--out benchmarks/results/epoch.json]
+Run: python benchmarks/bench_epoch.py [--n 32] [--repeats 5] [--online-repeats 2] [--out benchmarks/results/epoch.json]
 
 Same clips, same model, same batches, same process. Every repeat is a round
 of the fed-by modes, interleaved (cached, floor, memory, online), so load on
@@ -93,7 +93,7 @@ def save_encoders(folder: Path) -> dict[str, Path]:
     for slot in SCALED_ENCODERS:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(SEED)
-            model = encoder_models({s: SCALED_ENCODERS[s] for s in SCALED_ENCODERS}, "cpu")[slot]
+            model = encoder_models({slot: SCALED_ENCODERS[slot]}, "cpu")[slot]
         model.save_pretrained(folder / slot)
         out[slot] = folder / slot
     return out
@@ -118,7 +118,7 @@ def save_llm(folder: Path) -> Path:
 def extract(tmp: Path, data: Path, encoders: dict[str, Path]) -> tuple[Path, Path, float]:
     """Run jobs/extract.py on the clips with the scaled encoders; the store, the shards and the seconds taken."""
     store, shards = tmp / "store.zarr", tmp / "shards"
-    cmd = [sys.executable, str(REPO / "jobs" / "extract.py"), "--dataset", str(data), "--store", str(store),
+    cmd = [sys.executable, str(REPO / "jobs" / "extract.py"), "--dataset", str(data), "--format", "merr", "--store", str(store),
            "--work-dir", str(tmp / "work"), "--export-wds", str(shards), "--local-frames", str(LOCAL_FRAMES),
            "--strict", *[a for s, p in encoders.items() for a in ("--checkpoint", f"{s}={p}")]]
     t0 = time.perf_counter()
@@ -270,14 +270,17 @@ def main(argv: list[str] | None = None) -> None:
     """Build everything, time the rounds, print the tables and merge the "epoch" group into --out."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=32, help="clips (= examples per epoch; default 32)")
-    p.add_argument("--repeats", type=int, default=3, help="rounds of the four modes (default 3)")
-    p.add_argument("--online-repeats", type=int, default=1, help="rounds that include the online epoch (default 1)")
+    p.add_argument("--repeats", type=int, default=5, help="rounds of cached, floor and memory epochs (default 5)")
+    p.add_argument("--online-repeats", type=int, default=2, help="of those, rounds that include the online epoch "
+                                                                    "(default 2; it takes ~20x longer)")
     p.add_argument("--out", default="benchmarks/results/epoch.json", help="JSON file to merge the figures into")
-    p.add_argument("--keep", default=None, help="keep the work folder here (default: a temporary one, removed)")
+    p.add_argument("--keep", default=None, help="work in this folder (emptied first) and keep it (default: a temporary one, removed)")
     args = p.parse_args(argv)
 
     scale = scale_figures()
     print_scale(scale)
+    if args.keep:
+        shutil.rmtree(args.keep, ignore_errors=True)
     tmp = Path(args.keep or tempfile.mkdtemp(prefix="bench_epoch_"))
     tmp.mkdir(parents=True, exist_ok=True)
     try:

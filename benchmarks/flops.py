@@ -58,7 +58,7 @@ def count(fn, *args: Any, **kwargs: Any) -> int:
 
 
 def encoder_models(configs: Mapping[str, Mapping[str, Any]], device: str = "meta") -> dict[str, torch.nn.Module]:
-    """The four encoder towers of featstore's slots, from config dicts, on ``device`` (meta: no memory)."""
+    """The encoder towers of featstore's slots, from config dicts (slot -> dict), on ``device`` (meta: no memory)."""
     from transformers import (Blip2VisionConfig, Blip2VisionModel, HubertConfig, HubertModel, VideoMAEConfig,
                               VideoMAEModel, ViTMAEConfig, ViTMAEModel)
 
@@ -67,7 +67,7 @@ def encoder_models(configs: Mapping[str, Mapping[str, Any]], device: str = "meta
              "temporal": lambda c: VideoMAEModel(VideoMAEConfig(**c)),
              "audio": lambda c: HubertModel(HubertConfig(**c))}
     with torch.device(device):
-        return {s: build[s](dict(configs[s])).eval() for s in build}
+        return {s: build[s](dict(configs[s])).eval() for s in configs}
 
 
 def encoder_flops(configs: Mapping[str, Mapping[str, Any]], local_frames: int = 16,
