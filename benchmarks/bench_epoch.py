@@ -3,8 +3,10 @@
 Run: python benchmarks/bench_epoch.py [--n 32] [--repeats 5] [--online-repeats 2] [--out benchmarks/results/epoch.json]
 
 Same clips, same model, same batches, same process. Every repeat is a round
-of the fed-by modes, interleaved (cached, floor, memory, online), so load on
-this shared machine hits them alike; figures are medians over rounds.
+in which the fed-by modes run their epochs in lockstep, one optimizer step of
+each in turn (cached, floor, memory, online), so that load on this shared
+machine (other engineers' jobs) falls on all of them alike; figures are
+medians over rounds, and ratios are taken within the run.
 
 - **cached**: the trainer's own data path, ``open_cache("shards")`` ->
   ``EpochStream`` -> ``Collator`` -> ``TrainRecipe._optimizer_step``, the loop
@@ -143,6 +145,30 @@ def fresh_batches(stream, epoch: int = 0):
         if not fresh:
             return
         yield batch
+
+
+def lockstep(recipe, feeds: dict[str, Iterable]) -> tuple[dict[str, float], int]:
+    """One epoch of every feed, step by step in turn (cached step, floor step, ...), so that load on a shared
+    machine falls on all of them alike; each feed's seconds (its reading, collation and steps) and examples."""
+    its = {m: iter(f) for m, f in feeds.items()}
+    secs = {m: 0.0 for m in its}
+    counts = {m: 0 for m in its}
+    live = set(its)
+    while live:
+        for m, it in its.items():
+            if m not in live:
+                continue
+            t0 = time.perf_counter()
+            batch = next(it, None)
+            if batch is None:
+                live.discard(m)
+            else:
+                recipe._optimizer_step([batch])
+                counts[m] += len(batch["sample_ids"])
+            secs[m] += time.perf_counter() - t0
+    if len(set(counts.values())) != 1:
+        raise RuntimeError(f"the feeds gave different numbers of examples: {counts}")
+    return secs, next(iter(counts.values()))
 
 
 class Timed:
@@ -331,17 +357,17 @@ def measure(tmp: Path, args) -> dict[str, Any]:
     times: dict[str, list[float]] = {"cached": [], "floor": [], "memory": [], "online": []}
     decode_s, examples = [], 0
     for r in range(args.repeats):
-        for mode, batches in (("cached", lambda: fresh_batches(cached_stream)), ("floor", lambda: iter(floor)),
-                              ("memory", lambda: fresh_batches(mem_stream)),
-                              ("online", lambda: fresh_batches(on_stream))):
-            if mode == "online" and r >= args.online_repeats:
-                continue
-            before = decode.seconds
-            sec, examples = run_epoch(recipe, batches())
+        feeds = {"cached": fresh_batches(cached_stream), "floor": iter(floor), "memory": fresh_batches(mem_stream)}
+        if r < args.online_repeats:
+            feeds["online"] = fresh_batches(on_stream)
+        before = decode.seconds
+        secs, examples = lockstep(recipe, feeds)
+        for mode, sec in secs.items():
             times[mode].append(sec)
-            if mode == "online":
-                decode_s.append(decode.seconds - before)
-            print(f"round {r}: {mode:<7} epoch {sec:7.2f} s ({examples} examples)", flush=True)
+        if "online" in secs:
+            decode_s.append(decode.seconds - before)
+        print(f"round {r}: " + ", ".join(f"{m} {v:.2f} s" for m, v in secs.items()) + f" ({examples} examples each)",
+              flush=True)
     med = {m: statistics.median(v) for m, v in times.items()}
     # speed-of-light rows, same run
     tars = sorted(shards.glob("*.tar"))
