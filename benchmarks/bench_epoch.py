@@ -154,8 +154,11 @@ def lockstep(recipe, feeds: dict[str, Iterable]) -> tuple[dict[str, float], int]
     secs = {m: 0.0 for m in its}
     counts = {m: 0 for m in its}
     live = set(its)
+    order = list(its)
     while live:
-        for m, it in its.items():
+        order = order[1:] + order[:1]  # rotate who goes first: a position in the turn must not favour a feed
+        for m in order:
+            it = its[m]
             if m not in live:
                 continue
             t0 = time.perf_counter()
