@@ -59,8 +59,16 @@ def count(fn, *args: Any, **kwargs: Any) -> int:
 
 def encoder_models(configs: Mapping[str, Mapping[str, Any]], device: str = "meta") -> dict[str, torch.nn.Module]:
     """The encoder towers of featstore's slots, from config dicts (slot -> dict), on ``device`` (meta: no memory)."""
-    from transformers import (Blip2VisionConfig, Blip2VisionModel, HubertConfig, HubertModel, VideoMAEConfig,
-                              VideoMAEModel, ViTMAEConfig, ViTMAEModel)
+    from transformers import (
+        Blip2VisionConfig,
+        Blip2VisionModel,
+        HubertConfig,
+        HubertModel,
+        VideoMAEConfig,
+        VideoMAEModel,
+        ViTMAEConfig,
+        ViTMAEModel,
+    )
 
     build = {"global": lambda c: Blip2VisionModel(Blip2VisionConfig(**c)),
              "local": lambda c: ViTMAEModel(ViTMAEConfig(**c)),
