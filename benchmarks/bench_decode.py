@@ -109,8 +109,10 @@ def face_rows(clips: list[Path], repeats: int) -> list[dict]:
     found = sum(crop_faces(f, faces).num_found for f in frames.values()) / (16 * len(clips))
     both = time_per_clip(clips, lambda p: crop_faces(decode_video(p, cfg).frames, faces), repeats)
     crop = time_per_clip(clips, lambda p: crop_faces(frames[p], faces), repeats)
-    return [{**_row("face", "videomae 16 + crop", "auto", both, 16), "faces_found": round(found, 3)},
-            {**_row("face", "crop only (16 frames)", "-", crop, 16), "faces_found": round(found, 3)}]
+    return [
+        {**_row("face", "videomae 16 + crop", "auto", both, 16), "faces_found": round(found, 3)},
+        {**_row("face", "crop only (16 frames)", "-", crop, 16), "faces_found": round(found, 3)},
+    ]
 
 
 def audio_rows(clips: list[Path], wavs: list[Path], wavs44: list[Path], seconds: float, repeats: int) -> list[dict]:
@@ -125,8 +127,13 @@ def audio_rows(clips: list[Path], wavs: list[Path], wavs44: list[Path], seconds:
 
 def _row(kind: str, task: str, backend: str, sec: float, frames: int) -> dict:
     """One table row: per-clip milliseconds, clips/s, and frames/s where frames were decoded."""
-    row = {"kind": kind, "task": task, "backend": backend, "ms_per_clip": round(sec * 1000, 2),
-           "clips_per_s": round(1 / sec, 1)}
+    row = {
+        "kind": kind,
+        "task": task,
+        "backend": backend,
+        "ms_per_clip": round(sec * 1000, 2),
+        "clips_per_s": round(1 / sec, 1),
+    }
     if frames:
         row["frames_per_s"] = round(frames / sec, 1)
     return row
@@ -170,20 +177,38 @@ def main(argv: list[str] | None = None) -> None:
         wavs = sorted((root / "audio").glob("*.wav"))
         wavs44 = [write_44k_stereo(w, tmp / f"{w.stem}_44k.wav") for w in wavs]
         n_frames = decode_video(clips[0], VideoDecodeConfig(FramePolicy("first"))).num_frames
-        rows = (video_rows(clips, n_frames, args.repeats) + face_rows(clips, args.repeats)
-                + audio_rows(clips, wavs, wavs44, args.seconds, args.repeats))
+        rows = (
+            video_rows(clips, n_frames, args.repeats)
+            + face_rows(clips, args.repeats)
+            + audio_rows(clips, wavs, wavs44, args.seconds, args.repeats)
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print_table(rows)
-    group = {"machine": machine(), "threads_per_decode": 1, "python": platform.python_version(),
-             "date": datetime.date.today().isoformat(),
-             "command": f"python benchmarks/bench_decode.py --n {args.n} --seconds {args.seconds:g} "
-                        f"--repeats {args.repeats}",
-             "clips": {"n": args.n, "seconds": args.seconds, "size": "224x224", "fps": 25, "frames": n_frames,
-                       "video": "H.264 yuv420p", "audio": "AAC mono 16 kHz"},
-             "config": {"video": VideoDecodeConfig(FramePolicy("videomae")).to_dict(),
-                        "audio": AudioDecodeConfig().to_dict(), "face": FaceCropConfig().to_dict()},
-             "repeats": args.repeats, "rows": rows}
+    group = {
+        "machine": machine(),
+        "threads_per_decode": 1,
+        "python": platform.python_version(),
+        "date": datetime.date.today().isoformat(),
+        "command": f"python benchmarks/bench_decode.py --n {args.n} --seconds {args.seconds:g} "
+        f"--repeats {args.repeats}",
+        "clips": {
+            "n": args.n,
+            "seconds": args.seconds,
+            "size": "224x224",
+            "fps": 25,
+            "frames": n_frames,
+            "video": "H.264 yuv420p",
+            "audio": "AAC mono 16 kHz",
+        },
+        "config": {
+            "video": VideoDecodeConfig(FramePolicy("videomae")).to_dict(),
+            "audio": AudioDecodeConfig().to_dict(),
+            "face": FaceCropConfig().to_dict(),
+        },
+        "repeats": args.repeats,
+        "rows": rows,
+    }
     merge_sections(args.out, {"decode": group})
     print(f"\nwrote the 'decode' section of {args.out}")
 

@@ -103,8 +103,13 @@ def time_calls(encoder: Any, batch: dict[str, np.ndarray], iters: int, warmup: i
 def runs_for(slot: str, quick: bool) -> list[dict[str, Any]]:
     """Which (device, batch, clips per forward, iterations, warm-up) to time for ``slot``."""
     heavy = slot == "global"
-    cpu = {"device": "cpu", "batch": 1 if heavy else 2, "clips_per_forward": 1,
-           "iters": 1 if quick or heavy else 2, "warmup": 0 if quick or heavy else 1}
+    cpu = {
+        "device": "cpu",
+        "batch": 1 if heavy else 2,
+        "clips_per_forward": 1,
+        "iters": 1 if quick or heavy else 2,
+        "warmup": 0 if quick or heavy else 1,
+    }
     runs = [cpu]
     if torch.cuda.is_available():
         gpu = {"device": "cuda", "batch": 8, "iters": 3 if quick else 10, "warmup": 2}
@@ -125,15 +130,25 @@ def bench_slot(slot: str, folder: Path, params: int, quick: bool, rng: np.random
         batch = make_batch(slot, run["batch"], rng)
         pre_s = preprocess_seconds(encoder, slot, batch)
         per_call = time_calls(encoder, batch, run["iters"], run["warmup"], run["device"] == "cuda")
-        rows.append({
-            "slot": slot, "model": MODELS[slot].__name__, "params_m": round(params / 1e6, 1),
-            "device": run["device"], "compute_dtype": encoder.spec.preprocess["compute_dtype"],
-            "batch": run["batch"], "clips_per_forward": run["clips_per_forward"], "iters": run["iters"],
-            "warmup": run["warmup"], "input": {k: list(v.shape) for k, v in batch.items()},
-            "output": list(encoder.spec.shape), "load_s": round(load_s, 1),
-            "preprocess_s_per_clip": round(pre_s, 4), "s_per_clip": round(per_call / run["batch"], 4),
-            "clips_per_s": round(run["batch"] / per_call, 3),
-        })
+        rows.append(
+            {
+                "slot": slot,
+                "model": MODELS[slot].__name__,
+                "params_m": round(params / 1e6, 1),
+                "device": run["device"],
+                "compute_dtype": encoder.spec.preprocess["compute_dtype"],
+                "batch": run["batch"],
+                "clips_per_forward": run["clips_per_forward"],
+                "iters": run["iters"],
+                "warmup": run["warmup"],
+                "input": {k: list(v.shape) for k, v in batch.items()},
+                "output": list(encoder.spec.shape),
+                "load_s": round(load_s, 1),
+                "preprocess_s_per_clip": round(pre_s, 4),
+                "s_per_clip": round(per_call / run["batch"], 4),
+                "clips_per_s": round(run["batch"] / per_call, 3),
+            }
+        )
         print_row(rows[-1])
         del encoder
         if run["device"] == "cuda":
@@ -143,9 +158,12 @@ def bench_slot(slot: str, folder: Path, params: int, quick: bool, rng: np.random
 
 def print_row(row: dict[str, Any]) -> None:
     """One line of the table."""
-    print(f"{row['slot']:<9}{row['model']:<18}{row['params_m']:>8.1f}M  {row['device']:<5}{row['compute_dtype']:<9}"
-          f"{row['batch']:>3}{row['clips_per_forward']:>4}{row['load_s']:>8.1f}{row['preprocess_s_per_clip']:>9.3f}"
-          f"{row['s_per_clip']:>10.3f}{row['clips_per_s']:>10.3f}", flush=True)
+    print(
+        f"{row['slot']:<9}{row['model']:<18}{row['params_m']:>8.1f}M  {row['device']:<5}{row['compute_dtype']:<9}"
+        f"{row['batch']:>3}{row['clips_per_forward']:>4}{row['load_s']:>8.1f}{row['preprocess_s_per_clip']:>9.3f}"
+        f"{row['s_per_clip']:>10.3f}{row['clips_per_s']:>10.3f}",
+        flush=True,
+    )
 
 
 def merge_into(path: Path, key: str, value: Any) -> None:
@@ -165,8 +183,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="benchmarks/results/decode.json", help="JSON file to merge the figures into")
     args = p.parse_args(argv)
     rng = np.random.default_rng(SEED)
-    print(f"{'slot':<9}{'model':<18}{'params':>9}  {'dev':<5}{'dtype':<9}{'B':>3}{'cpf':>4}{'load_s':>8}"
-          f"{'pre_s/c':>9}{'s/clip':>10}{'clips/s':>10}")
+    print(
+        f"{'slot':<9}{'model':<18}{'params':>9}  {'dev':<5}{'dtype':<9}{'B':>3}{'cpf':>4}{'load_s':>8}"
+        f"{'pre_s/c':>9}{'s/clip':>10}{'clips/s':>10}"
+    )
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="bench-encoders-"))
     try:
@@ -177,13 +197,23 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     command = " ".join(["python benchmarks/bench_encoders.py", *(sys.argv[1:] if argv is None else argv)])
-    merge_into(Path(args.out), "encoders", {
-        "machine": machine(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-        "torch": torch.__version__, "transformers": transformers.__version__,
-        "date": datetime.date.today().isoformat(), "command": command,
-        "weights": f"random (seed {SEED}, initializer_range {INIT_RANGE}), real-size configs from presets.REAL_*",
-        "local_frames": LOCAL_FRAMES, "audio_seconds": AUDIO_SECONDS, "runs": rows,
-    })
+    merge_into(
+        Path(args.out),
+        "encoders",
+        {
+            "machine": machine(),
+            "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "date": datetime.date.today().isoformat(),
+            "command": command,
+            "weights": f"random (seed {SEED}, initializer_range {INIT_RANGE}), real-size configs from presets.REAL_*",
+            "local_frames": LOCAL_FRAMES,
+            "audio_seconds": AUDIO_SECONDS,
+            "runs": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -70,20 +70,63 @@ TASKS = "emotion"  # one example per sample: the encoders run once per training 
 BATCH = 2  # the trainer's default micro-batch
 _BLOCK = dict(layer_norm_eps=1e-6, qkv_bias=True, initializer_range=INIT_RANGE)
 # Scaled encoders: the real patch grids, frame counts and conv strides; narrow and shallow.
-SCALED_EVA = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4,
-                  image_size=224, patch_size=14, **_BLOCK)
-SCALED_MAE = dict(hidden_size=112, intermediate_size=448, num_hidden_layers=2, num_attention_heads=4,
-                  image_size=224, patch_size=16, mask_ratio=0.0, **_BLOCK)
-SCALED_VIDEOMAE = dict(hidden_size=96, intermediate_size=384, num_hidden_layers=1, num_attention_heads=4,
-                       image_size=224, patch_size=16, num_frames=16, tubelet_size=2, use_mean_pooling=False, **_BLOCK)
-SCALED_HUBERT = dict(hidden_size=96, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
-                     feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=False, conv_dim=(32,) * 7,
-                     conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2),
-                     num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16, initializer_range=INIT_RANGE)
+SCALED_EVA = dict(
+    hidden_size=128,
+    intermediate_size=512,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    image_size=224,
+    patch_size=14,
+    **_BLOCK,
+)
+SCALED_MAE = dict(
+    hidden_size=112,
+    intermediate_size=448,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    image_size=224,
+    patch_size=16,
+    mask_ratio=0.0,
+    **_BLOCK,
+)
+SCALED_VIDEOMAE = dict(
+    hidden_size=96,
+    intermediate_size=384,
+    num_hidden_layers=1,
+    num_attention_heads=4,
+    image_size=224,
+    patch_size=16,
+    num_frames=16,
+    tubelet_size=2,
+    use_mean_pooling=False,
+    **_BLOCK,
+)
+SCALED_HUBERT = dict(
+    hidden_size=96,
+    intermediate_size=384,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    feat_extract_norm="layer",
+    do_stable_layer_norm=True,
+    conv_bias=False,
+    conv_dim=(32,) * 7,
+    conv_stride=(5, 2, 2, 2, 2, 2, 2),
+    conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+    num_conv_pos_embeddings=128,
+    num_conv_pos_embedding_groups=16,
+    initializer_range=INIT_RANGE,
+)
 SCALED_ENCODERS = {"global": SCALED_EVA, "local": SCALED_MAE, "temporal": SCALED_VIDEOMAE, "audio": SCALED_HUBERT}
 # Scaled LLaMA: Llama-2's shape ratios (intermediate 2.69x hidden, 64-wide heads), 4 layers.
-SCALED_LLAMA = dict(hidden_size=384, intermediate_size=1032, num_hidden_layers=4, num_attention_heads=6,
-                    num_key_value_heads=6, max_position_embeddings=2048, initializer_range=0.02)
+SCALED_LLAMA = dict(
+    hidden_size=384,
+    intermediate_size=1032,
+    num_hidden_layers=4,
+    num_attention_heads=6,
+    num_key_value_heads=6,
+    max_position_embeddings=2048,
+    initializer_range=0.02,
+)
 
 
 # ---- set-up: clips, scaled checkpoints, the cache ----------------------------------------------------------
@@ -108,8 +151,13 @@ def save_llm(folder: Path) -> Path:
     from trainer.tiny import build_tiny_llm
 
     tok = AutoTokenizer.from_pretrained(build_tiny_llm(folder.parent / "tiny-llm"))
-    config = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id, **SCALED_LLAMA)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        **SCALED_LLAMA,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         LlamaForCausalLM(config).save_pretrained(folder)
@@ -120,9 +168,24 @@ def save_llm(folder: Path) -> Path:
 def extract(tmp: Path, data: Path, encoders: dict[str, Path]) -> tuple[Path, Path, float]:
     """Run jobs/extract.py on the clips with the scaled encoders; the store, the shards and the seconds taken."""
     store, shards = tmp / "store.zarr", tmp / "shards"
-    cmd = [sys.executable, str(REPO / "jobs" / "extract.py"), "--dataset", str(data), "--format", "merr", "--store", str(store),
-           "--work-dir", str(tmp / "work"), "--export-wds", str(shards), "--local-frames", str(LOCAL_FRAMES),
-           "--strict", *[a for s, p in encoders.items() for a in ("--checkpoint", f"{s}={p}")]]
+    cmd = [
+        sys.executable,
+        str(REPO / "jobs" / "extract.py"),
+        "--dataset",
+        str(data),
+        "--format",
+        "merr",
+        "--store",
+        str(store),
+        "--work-dir",
+        str(tmp / "work"),
+        "--export-wds",
+        str(shards),
+        "--local-frames",
+        str(LOCAL_FRAMES),
+        "--strict",
+        *[a for s, p in encoders.items() for a in ("--checkpoint", f"{s}={p}")],
+    ]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL)
     return store, shards, time.perf_counter() - t0
@@ -195,10 +258,17 @@ def online_dataset(store: Path, root: Path, encoders: dict[str, Path], expect: d
     from trainer.projector import FEATURE_SLOTS
 
     ds = OnlineFeatures(str(store), root, preset="tiny")
-    options = {s: {"upstream": ds.decode.upstream(s), **({} if s == "audio" else {"clips_per_forward": 1})}
-               for s in FEATURE_SLOTS}
-    ds.encoders = ds.tools.load_encoders("tiny", list(FEATURE_SLOTS), overrides={k: str(v) for k, v in encoders.items()},
-                                         tiny_dir=store.parent / "work" / "tiny", options=options)
+    options = {
+        s: {"upstream": ds.decode.upstream(s), **({} if s == "audio" else {"clips_per_forward": 1})}
+        for s in FEATURE_SLOTS
+    }
+    ds.encoders = ds.tools.load_encoders(
+        "tiny",
+        list(FEATURE_SLOTS),
+        overrides={k: str(v) for k, v in encoders.items()},
+        tiny_dir=store.parent / "work" / "tiny",
+        options=options,
+    )
     if ds.spec_ids() != expect:
         raise RuntimeError(f"online encoders make spec ids {ds.spec_ids()}, the cache holds {expect}")
     return ds
@@ -237,8 +307,9 @@ def write_rates(tmp: Path, feats: np.ndarray) -> tuple[float, float]:
     store = FeatureStore.create(root)
     ids = [f"s{i:06d}" for i in range(len(feats))]
     store.add_samples(ids, [hashlib.sha256(s.encode()).hexdigest() for s in ids])
-    feat = store.add_spec(FeatureSpec(name="global", encoder="bench", weights="w", shape=feats.shape[1:],
-                                      dtype="float16"))
+    feat = store.add_spec(
+        FeatureSpec(name="global", encoder="bench", weights="w", shape=feats.shape[1:], dtype="float16")
+    )
     t0 = time.perf_counter()
     for u in range(feat.num_units):
         a, b = feat.unit_bounds(u)
@@ -271,8 +342,10 @@ def decode_only(ds, n: int) -> tuple[float, list]:
     from trainer.projector import FEATURE_SLOTS
 
     t0 = time.perf_counter()
-    clips = [ds.tools.decode_clip(ds.tools.Sample.from_dict(ds.samples[i]), ds.root, list(FEATURE_SLOTS), ds.decode)
-             for i in range(n)]
+    clips = [
+        ds.tools.decode_clip(ds.tools.Sample.from_dict(ds.samples[i]), ds.root, list(FEATURE_SLOTS), ds.decode)
+        for i in range(n)
+    ]
     return (time.perf_counter() - t0) / n, clips
 
 
@@ -281,18 +354,31 @@ def scale_figures() -> dict[str, Any]:
     """FLOPs of the scaled models (meta device) beside the real ones, per slot as a share of the training step."""
     real = real_figures(400, LOCAL_FRAMES, AUDIO_SECONDS)
     scaled_enc = encoder_flops(SCALED_ENCODERS, LOCAL_FRAMES, AUDIO_SECONDS)
-    shapes = {"global": (1025, SCALED_EVA["hidden_size"]), "local": (SCALED_MAE["hidden_size"],),
-              "temporal": (SCALED_VIDEOMAE["hidden_size"],), "audio": (SCALED_HUBERT["hidden_size"],)}
+    shapes = {
+        "global": (1025, SCALED_EVA["hidden_size"]),
+        "local": (SCALED_MAE["hidden_size"],),
+        "temporal": (SCALED_VIDEOMAE["hidden_size"],),
+        "audio": (SCALED_HUBERT["hidden_size"],),
+    }
     scaled_step = llama_step_flops({**SCALED_LLAMA, "vocab_size": 600}, shapes, 400)["step"]
-    rows = {s: {"real_tflops": real["encoders"][s] / 1e12, "scaled_gflops": scaled_enc[s] / 1e9,
-                "real_share": real["encoders"][s] / real["train_step"]["step"],
-                "scaled_share": scaled_enc[s] / scaled_step} for s in scaled_enc}
-    return {"slots": rows, "real_step_tflops": real["train_step"]["step"] / 1e12,
-            "scaled_step_gflops": scaled_step / 1e9,
-            "real_encoders_over_step": real["encoders_over_step"],
-            "scaled_encoders_over_step": sum(scaled_enc.values()) / scaled_step,
-            "scaled_cached_bytes": sum(int(np.prod(v)) * 2 for v in shapes.values()),
-            "real_cached_bytes": real["cached_bytes_per_sample"]}
+    rows = {
+        s: {
+            "real_tflops": real["encoders"][s] / 1e12,
+            "scaled_gflops": scaled_enc[s] / 1e9,
+            "real_share": real["encoders"][s] / real["train_step"]["step"],
+            "scaled_share": scaled_enc[s] / scaled_step,
+        }
+        for s in scaled_enc
+    }
+    return {
+        "slots": rows,
+        "real_step_tflops": real["train_step"]["step"] / 1e12,
+        "scaled_step_gflops": scaled_step / 1e9,
+        "real_encoders_over_step": real["encoders_over_step"],
+        "scaled_encoders_over_step": sum(scaled_enc.values()) / scaled_step,
+        "scaled_cached_bytes": sum(int(np.prod(v)) * 2 for v in shapes.values()),
+        "real_cached_bytes": real["cached_bytes_per_sample"],
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -300,10 +386,18 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=32, help="clips (= examples per epoch; default 32)")
     p.add_argument("--repeats", type=int, default=5, help="rounds of cached, floor and memory epochs (default 5)")
-    p.add_argument("--online-repeats", type=int, default=2, help="of those, rounds that include the online epoch "
-                                                                    "(default 2; it takes ~20x longer)")
+    p.add_argument(
+        "--online-repeats",
+        type=int,
+        default=2,
+        help="of those, rounds that include the online epoch (default 2; it takes ~20x longer)",
+    )
     p.add_argument("--out", default="benchmarks/results/epoch.json", help="JSON file to merge the figures into")
-    p.add_argument("--keep", default=None, help="work in this folder (emptied first) and keep it (default: a temporary one, removed)")
+    p.add_argument(
+        "--keep",
+        default=None,
+        help="work in this folder (emptied first) and keep it (default: a temporary one, removed)",
+    )
     args = p.parse_args(argv)
 
     scale = scale_figures()
@@ -319,12 +413,22 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
     result["scale"] = scale
     print_results(result)
-    group = {"machine": machine(), "date": datetime.date.today().isoformat(), "torch_threads": torch.get_num_threads(),
-             "command": f"python benchmarks/bench_epoch.py --n {args.n} --repeats {args.repeats} "
-                        f"--online-repeats {args.online_repeats}",
-             "models": {"encoders": SCALED_ENCODERS, "llama": SCALED_LLAMA, "tasks": TASKS, "batch_size": BATCH,
-                        "local_frames": LOCAL_FRAMES, "audio_seconds": AUDIO_SECONDS},
-             **result}
+    group = {
+        "machine": machine(),
+        "date": datetime.date.today().isoformat(),
+        "torch_threads": torch.get_num_threads(),
+        "command": f"python benchmarks/bench_epoch.py --n {args.n} --repeats {args.repeats} "
+        f"--online-repeats {args.online_repeats}",
+        "models": {
+            "encoders": SCALED_ENCODERS,
+            "llama": SCALED_LLAMA,
+            "tasks": TASKS,
+            "batch_size": BATCH,
+            "local_frames": LOCAL_FRAMES,
+            "audio_seconds": AUDIO_SECONDS,
+        },
+        **result,
+    }
     merge_sections(args.out, {"epoch": json.loads(json.dumps(group, default=str))})
     print(f"\nwrote the 'epoch' section of {args.out}")
 
@@ -340,9 +444,22 @@ def measure(tmp: Path, args) -> dict[str, Any]:
     llm = save_llm(tmp / "llm")
     store, shards, extract_s = extract(tmp, data, encoders)
     print(f"extracted {args.n} clips into {store} and {shards} in {extract_s:.1f} s")
-    cfg = TrainConfig(cache="shards", shards=str(shards), store=str(store), tasks=TASKS, shuffle_buffer=0,
-                      llm=str(llm), batch_size=BATCH, epochs=1, out_dir=str(tmp / "train"), resume="never",
-                      progress=False, device="cpu", schedule="constant", dataset_root=str(data))
+    cfg = TrainConfig(
+        cache="shards",
+        shards=str(shards),
+        store=str(store),
+        tasks=TASKS,
+        shuffle_buffer=0,
+        llm=str(llm),
+        batch_size=BATCH,
+        epochs=1,
+        out_dir=str(tmp / "train"),
+        resume="never",
+        progress=False,
+        device="cpu",
+        schedule="constant",
+        dataset_root=str(data),
+    )
     recipe = TrainRecipe(cfg)
     recipe.setup()
     cached_stream = recipe.stream
@@ -369,8 +486,10 @@ def measure(tmp: Path, args) -> dict[str, Any]:
             times[mode].append(sec)
         if "online" in secs:
             decode_s.append(decode.seconds - before)
-        print(f"round {r}: " + ", ".join(f"{m} {v:.2f} s" for m, v in secs.items()) + f" ({examples} examples each)",
-              flush=True)
+        print(
+            f"round {r}: " + ", ".join(f"{m} {v:.2f} s" for m, v in secs.items()) + f" ({examples} examples each)",
+            flush=True,
+        )
     med = {m: statistics.median(v) for m, v in times.items()}
     # speed-of-light rows, same run
     tars = sorted(shards.glob("*.tar"))
@@ -384,26 +503,46 @@ def measure(tmp: Path, args) -> dict[str, Any]:
     dec_in_epoch = statistics.median(decode_s) / args.n
     enc_in_epoch = (statistics.median(times["online"]) - med["memory"]) / args.n - dec_in_epoch
     return {
-        "examples_per_epoch": examples, "extract_seconds": round(extract_s, 1),
+        "examples_per_epoch": examples,
+        "extract_seconds": round(extract_s, 1),
         "epoch_seconds": {m: [round(x, 3) for x in v] for m, v in times.items()},
         "median_seconds": {m: round(v, 3) for m, v in med.items()},
-        "online_over_cached": med["online"] / med["cached"], "cached_over_floor": med["cached"] / med["floor"],
+        "online_over_cached": med["online"] / med["cached"],
+        "cached_over_floor": med["cached"] / med["floor"],
         "memory_over_floor": med["memory"] / med["floor"],
-        "online_decode_seconds_per_clip": dec_in_epoch, "online_encode_seconds_per_clip": enc_in_epoch,
+        "online_decode_seconds_per_clip": dec_in_epoch,
+        "online_encode_seconds_per_clip": enc_in_epoch,
         "sol": {
-            "decode_frames_s": {"measured": frames / dec_in_epoch, "limit": frames / dec_alone,
-                                "measured_is": "decode_clip inside the online epoch", "limit_is": "decode_clip alone"},
-            "encoder_clips_s": {"measured": 1 / enc_in_epoch, "limit": 1 / enc_alone,
-                                "measured_is": "online epoch minus memory epoch minus decode, per clip",
-                                "limit_is": "four encoders alone on decoded clips"},
-            "store_write_mb_s": {"measured": statistics.median(w[0] for w in writes),
-                                 "limit": statistics.median(w[1] for w in writes),
-                                 "measured_is": "FeatureArray.write_unit, zstd 3, global feature",
-                                 "limit_is": "raw sequential write of the same bytes (page cache)"},
-            "shard_read_mb_s": {"measured": shard_read, "limit": raw_read, "measured_is": "ShardDataset stream",
-                                "limit_is": "raw sequential read of the same tars (page cache)"},
-            "train_samples_s": {"measured": examples / med["cached"], "limit": examples / med["floor"],
-                                "measured_is": "cached epoch", "limit_is": "floor: collated batches in memory"},
+            "decode_frames_s": {
+                "measured": frames / dec_in_epoch,
+                "limit": frames / dec_alone,
+                "measured_is": "decode_clip inside the online epoch",
+                "limit_is": "decode_clip alone",
+            },
+            "encoder_clips_s": {
+                "measured": 1 / enc_in_epoch,
+                "limit": 1 / enc_alone,
+                "measured_is": "online epoch minus memory epoch minus decode, per clip",
+                "limit_is": "four encoders alone on decoded clips",
+            },
+            "store_write_mb_s": {
+                "measured": statistics.median(w[0] for w in writes),
+                "limit": statistics.median(w[1] for w in writes),
+                "measured_is": "FeatureArray.write_unit, zstd 3, global feature",
+                "limit_is": "raw sequential write of the same bytes (page cache)",
+            },
+            "shard_read_mb_s": {
+                "measured": shard_read,
+                "limit": raw_read,
+                "measured_is": "ShardDataset stream",
+                "limit_is": "raw sequential read of the same tars (page cache)",
+            },
+            "train_samples_s": {
+                "measured": examples / med["cached"],
+                "limit": examples / med["floor"],
+                "measured_is": "cached epoch",
+                "limit_is": "floor: collated batches in memory",
+            },
         },
     }
 
@@ -419,8 +558,10 @@ def print_scale(s: dict[str, Any]) -> None:
     """The scaled models' FLOPs beside the real ones."""
     print(f"{'slot':<10} {'real TFLOPs':>12} {'real share':>11} {'scaled GFLOPs':>14} {'scaled share':>13}")
     for slot, r in s["slots"].items():
-        print(f"{slot:<10} {r['real_tflops']:12.3f} {r['real_share']:11.3f} {r['scaled_gflops']:14.3f} "
-              f"{r['scaled_share']:13.3f}")
+        print(
+            f"{slot:<10} {r['real_tflops']:12.3f} {r['real_share']:11.3f} {r['scaled_gflops']:14.3f} "
+            f"{r['scaled_share']:13.3f}"
+        )
     print(f"{'step':<10} {s['real_step_tflops']:12.3f} {1:11.3f} {s['scaled_step_gflops']:14.3f} {1:13.3f}")
     print(f"encoders / step: real {s['real_encoders_over_step']:.3f}, scaled {s['scaled_encoders_over_step']:.3f}\n")
 
@@ -430,10 +571,14 @@ def print_results(r: dict[str, Any]) -> None:
     print(f"\n{'fed by':<8} {'median s':>9}  all s")
     for m, v in r["median_seconds"].items():
         print(f"{m:<8} {v:9.2f}  {r['epoch_seconds'][m]}")
-    print(f"online / cached {r['online_over_cached']:.3f}   cached / floor {r['cached_over_floor']:.3f}   "
-          f"memory / floor {r['memory_over_floor']:.3f}")
-    print(f"online per clip: decode {r['online_decode_seconds_per_clip']:.3f} s, "
-          f"encoders {r['online_encode_seconds_per_clip']:.3f} s")
+    print(
+        f"online / cached {r['online_over_cached']:.3f}   cached / floor {r['cached_over_floor']:.3f}   "
+        f"memory / floor {r['memory_over_floor']:.3f}"
+    )
+    print(
+        f"online per clip: decode {r['online_decode_seconds_per_clip']:.3f} s, "
+        f"encoders {r['online_encode_seconds_per_clip']:.3f} s"
+    )
     print(f"\n{'figure':<18} {'measured':>10} {'limit':>10} {'ratio':>7}")
     for k, v in r["sol"].items():
         print(f"{k:<18} {v['measured']:10.2f} {v['limit']:10.2f} {v['measured'] / v['limit']:7.3f}")

@@ -115,10 +115,17 @@ def rates(records: list[dict[str, Any]], wall: float, load: tuple[float, float])
     t0 = min(r["t_start"] for r in records)
     done = sorted(r["t_done"] - t0 for r in records)
     clips = sum(r["clips"] for r in records)
-    out = {"units": len(records), "clips": clips, "seconds": round(done[-1], 2),
-           "clips_per_s": round(clips / done[-1], 3), "wall_s": round(wall, 2),
-           "wall_clips_per_s": round(clips / wall, 3), "first_unit_done_s": round(done[0], 2),
-           "load_1min": [round(x, 2) for x in load], "done_at_s": [round(t, 2) for t in done]}
+    out = {
+        "units": len(records),
+        "clips": clips,
+        "seconds": round(done[-1], 2),
+        "clips_per_s": round(clips / done[-1], 3),
+        "wall_s": round(wall, 2),
+        "wall_clips_per_s": round(clips / wall, 3),
+        "first_unit_done_s": round(done[0], 2),
+        "load_1min": [round(x, 2) for x in load],
+        "done_at_s": [round(t, 2) for t in done],
+    }
     decode = [r["decode_s"] for r in records if r.get("decode_s") is not None]
     if decode:
         out["decode_s_per_unit"] = round(float(np.mean(decode)), 3)
@@ -128,13 +135,13 @@ def rates(records: list[dict[str, Any]], wall: float, load: tuple[float, float])
 
 # ---- stamps, sinks and the simulated encoder -------------------------------------------------------------
 
+
 def timed_decode(row: dict[str, Any], root: str, cfg: DecodeConfig) -> dict[str, Any]:
     """``decode_unit``, stamping when the unit's decode started and ended."""
     t0 = time.time()
     out = decode_unit(row, root, cfg)
     work = out["work"]
-    return {**out, "t_start": t0, "t_done": time.time(), "clips": len(work.samples),
-            "decode_s": work.seconds["decode"]}
+    return {**out, "t_start": t0, "t_done": time.time(), "clips": len(work.samples), "decode_s": work.seconds["decode"]}
 
 
 @contextmanager
@@ -177,8 +184,15 @@ class TimedStoreSink(StoreSink):
         for block in blocks:
             for row in BlockAccessor.for_block(block).iter_rows(public_row_format=True):
                 stats = self._write_unit(store, row["work"])
-                done.append({"unit": stats["unit"], "clips": stats["clips"], "t_start": float(row["t_start"]),
-                             "t_done": time.time(), "decode_s": stats["seconds"].get("decode")})
+                done.append(
+                    {
+                        "unit": stats["unit"],
+                        "clips": stats["clips"],
+                        "t_start": float(row["t_start"]),
+                        "t_done": time.time(),
+                        "decode_s": stats["seconds"].get("decode"),
+                    }
+                )
         return done
 
 
@@ -189,8 +203,11 @@ class NullSink(Datasink):
         self.stats: list[dict[str, Any]] = []
 
     def write(self, blocks: Iterable[Block], ctx: Any) -> list[dict[str, Any]]:
-        return [{"clips": len(r["work"].samples), "t_start": float(r["t_start"]), "t_done": time.time()}
-                for b in blocks for r in BlockAccessor.for_block(b).iter_rows(public_row_format=True)]
+        return [
+            {"clips": len(r["work"].samples), "t_start": float(r["t_start"]), "t_done": time.time()}
+            for b in blocks
+            for r in BlockAccessor.for_block(b).iter_rows(public_row_format=True)
+        ]
 
     def on_write_complete(self, write_result: WriteResult) -> None:
         self.stats = [s for ret in write_result.write_returns for s in ret]
@@ -219,11 +236,16 @@ class SleepEncoder:
 
 # ---- the runs -----------------------------------------------------------------------------------------------
 
+
 def decode_ds(works: list, prep: Prepared, cfg: ExtractConfig, decode: DecodeConfig) -> ray.data.Dataset:
     """The pipeline's first two steps as ``build_dataset`` makes them, with ``timed_decode``."""
     ds = ray.data.from_items([{"work": w} for w in works], override_num_blocks=max(1, len(works)))
-    return ds.map(timed_decode, fn_kwargs={"root": str(prep.manifest.root.resolve()), "cfg": decode},
-                  num_cpus=cfg.decode_cpus, max_retries=TASK_RETRIES)
+    return ds.map(
+        timed_decode,
+        fn_kwargs={"root": str(prep.manifest.root.resolve()), "cfg": decode},
+        num_cpus=cfg.decode_cpus,
+        max_retries=TASK_RETRIES,
+    )
 
 
 def timed_write(ds: ray.data.Dataset, sink: Any) -> dict[str, Any]:
@@ -249,12 +271,22 @@ def run_encode_only(decoded: Any, prep: Prepared, cfg: ExtractConfig, decode: De
     ds = decoded
     for i, (slot, key) in enumerate(prep.keys.items()):
         ds = ds.map_batches(
-            StampedEncodeStage if i == 0 else EncodeStage, batch_size=1, concurrency=cfg.actors,
-            num_gpus=prep.gpus_per_actor, num_cpus=cfg.cpus_per_actor, max_restarts=ACTOR_RESTARTS,
+            StampedEncodeStage if i == 0 else EncodeStage,
+            batch_size=1,
+            concurrency=cfg.actors,
+            num_gpus=prep.gpus_per_actor,
+            num_cpus=cfg.cpus_per_actor,
+            max_restarts=ACTOR_RESTARTS,
             max_task_retries=-1,
-            fn_constructor_kwargs={"slot": slot, "preset": cfg.preset, "source": None,
-                                   "options": encoder_options(cfg, decode, slot),
-                                   "spec_id": prep.store.feature(key).spec.id, "batch_size": cfg.batch_size})
+            fn_constructor_kwargs={
+                "slot": slot,
+                "preset": cfg.preset,
+                "source": None,
+                "options": encoder_options(cfg, decode, slot),
+                "spec_id": prep.store.feature(key).spec.id,
+                "batch_size": cfg.batch_size,
+            },
+        )
     return timed_write(ds, NullSink())
 
 
@@ -271,8 +303,9 @@ def run_end_to_end(cfg: ExtractConfig, decode: DecodeConfig, variant: Variant) -
     return {**out, "committed": {slot: c["committed"] for slot, c in counts.items()}}
 
 
-def run_scaled(store_url: str, prep: Prepared, cfg: ExtractConfig, actors: int, seconds: float,
-               variant: Variant) -> dict[str, Any]:
+def run_scaled(
+    store_url: str, prep: Prepared, cfg: ExtractConfig, actors: int, seconds: float, variant: Variant
+) -> dict[str, Any]:
     """Real decode -> ``actors`` SleepEncoder actors (one fake GPU each) -> real StoreSink, fresh store."""
     store = FeatureStore.open_or_create(store_url)
     store.add_manifest(prep.manifest)
@@ -285,12 +318,18 @@ def run_scaled(store_url: str, prep: Prepared, cfg: ExtractConfig, actors: int, 
     works = unit_works(store, keys, retry_failed=False)
     with ray_data_reservation(variant.reservation):
         ds = decode_ds(works, prep, cfg, decode_config(cfg)).map_batches(
-            SleepEncoder, batch_size=1, concurrency=actors, num_gpus=1, num_cpus=variant.cpus_per_actor,
-            fn_constructor_kwargs={"seconds": seconds, "shapes": shapes})
+            SleepEncoder,
+            batch_size=1,
+            concurrency=actors,
+            num_gpus=1,
+            num_cpus=variant.cpus_per_actor,
+            fn_constructor_kwargs={"seconds": seconds, "shapes": shapes},
+        )
         return timed_write(ds, TimedStoreSink(store_url, keys))
 
 
 # ---- the two sections ----------------------------------------------------------------------------------------
+
 
 def decode_config(cfg: ExtractConfig) -> DecodeConfig:
     """The decode settings ``run_extract`` derives from its config."""
@@ -299,8 +338,15 @@ def decode_config(cfg: ExtractConfig) -> DecodeConfig:
 
 def efficiency(root: Path, tmp: Path, args: argparse.Namespace) -> tuple[dict[str, Any], Prepared, ExtractConfig]:
     """Step 1: decode only, encode only, end to end (once per variant) and their ratios."""
-    base = {"dataset": str(root), "format": "merr", "work_dir": str(tmp), "preset": "tiny", "encoders": args.encoders,
-            "unit_size": args.unit_size, "gpus_per_actor": 0.0}
+    base = {
+        "dataset": str(root),
+        "format": "merr",
+        "work_dir": str(tmp),
+        "preset": "tiny",
+        "encoders": args.encoders,
+        "unit_size": args.unit_size,
+        "gpus_per_actor": 0.0,
+    }
     cfg = ExtractConfig(**base, store=str(tmp / "decode.zarr"))
     decode = decode_config(cfg)
     prep = prepare(cfg, decode)
@@ -312,17 +358,31 @@ def efficiency(root: Path, tmp: Path, args: argparse.Namespace) -> tuple[dict[st
     print(f"encode only: {enc['clips_per_s']} clips/s", flush=True)
     del decoded
     d, e = dec["clips_per_s"], enc["clips_per_s"]
-    out = {"clips": args.n, "clip_seconds": args.seconds, "unit_size": args.unit_size, "units": len(works),
-           "preset": "tiny", "encoders": cfg.slots(), "actors_per_encoder": cfg.actors, "gpus_per_actor": 0.0,
-           "decode_cpus": cfg.decode_cpus, "encode_only_cpus_per_actor": cfg.cpus_per_actor,
-           "decode_only": dec, "encode_only": enc, "bound_clips_per_s": min(d, e),
-           "bound": "decode" if d <= e else "encode",
-           "shared_cpu_bound_clips_per_s": round(1 / (1 / d + 1 / e), 3), "end_to_end": []}
+    out = {
+        "clips": args.n,
+        "clip_seconds": args.seconds,
+        "unit_size": args.unit_size,
+        "units": len(works),
+        "preset": "tiny",
+        "encoders": cfg.slots(),
+        "actors_per_encoder": cfg.actors,
+        "gpus_per_actor": 0.0,
+        "decode_cpus": cfg.decode_cpus,
+        "encode_only_cpus_per_actor": cfg.cpus_per_actor,
+        "decode_only": dec,
+        "encode_only": enc,
+        "bound_clips_per_s": min(d, e),
+        "bound": "decode" if d <= e else "encode",
+        "shared_cpu_bound_clips_per_s": round(1 / (1 / d + 1 / e), 3),
+        "end_to_end": [],
+    }
     for v in args.variants:
         run = ExtractConfig(**base, store=str(tmp / f"e2e_{v.name}.zarr"), cpus_per_actor=v.cpus_per_actor)
         e2e = {"variant": asdict(v), **run_end_to_end(run, decode, v)}
-        e2e.update(efficiency=round(e2e["clips_per_s"] / min(d, e), 3),
-                   efficiency_vs_shared_cpu=round(e2e["clips_per_s"] / out["shared_cpu_bound_clips_per_s"], 3))
+        e2e.update(
+            efficiency=round(e2e["clips_per_s"] / min(d, e), 3),
+            efficiency_vs_shared_cpu=round(e2e["clips_per_s"] / out["shared_cpu_bound_clips_per_s"], 3),
+        )
         print(f"end to end ({v.name}): {e2e['clips_per_s']} clips/s", flush=True)
         out["end_to_end"].append(e2e)
     return out, prep, cfg
@@ -338,10 +398,19 @@ def scaling(eff: dict[str, Any], prep: Prepared, cfg: ExtractConfig, tmp: Path, 
         for k in args.actors:
             r = run_scaled(str(tmp / f"sim_{v.name}_{k}.zarr"), prep, cfg, k, seconds, v)
             bound = k * cfg.unit_size / seconds
-            rows.append({"actors": k, "gpus_per_actor": 1, "variant": asdict(v), "sim_seconds_per_unit": seconds,
-                         "encode_bound_clips_per_s": round(bound, 3), "decode_ceiling_clips_per_s": ceiling,
-                         "expected_clips_per_s": round(min(bound, ceiling), 3), **r,
-                         "of_expected": round(r["clips_per_s"] / min(bound, ceiling), 3)})
+            rows.append(
+                {
+                    "actors": k,
+                    "gpus_per_actor": 1,
+                    "variant": asdict(v),
+                    "sim_seconds_per_unit": seconds,
+                    "encode_bound_clips_per_s": round(bound, 3),
+                    "decode_ceiling_clips_per_s": ceiling,
+                    "expected_clips_per_s": round(min(bound, ceiling), 3),
+                    **r,
+                    "of_expected": round(r["clips_per_s"] / min(bound, ceiling), 3),
+                }
+            )
             print(f"scaling ({v.name}): {k} actor(s): {r['clips_per_s']} clips/s", flush=True)
     return rows
 
@@ -352,33 +421,47 @@ def _load(r: dict[str, Any]) -> str:
 
 def print_tables(eff: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     """Both sections as aligned tables."""
-    print(f"\n1. Efficiency: {eff['clips']} clips of {eff['clip_seconds']:g} s, {eff['units']} units of "
-          f"{eff['unit_size']}, tiny {','.join(eff['encoders'])}, 1 actor each, no GPU\n"
-          f"{'run':<56}{'clips/s':>8}{'wall c/s':>9}{'dec busy':>9}{'dec s/unit':>11}{'load':>10}")
+    print(
+        f"\n1. Efficiency: {eff['clips']} clips of {eff['clip_seconds']:g} s, {eff['units']} units of "
+        f"{eff['unit_size']}, tiny {','.join(eff['encoders'])}, 1 actor each, no GPU\n"
+        f"{'run':<56}{'clips/s':>8}{'wall c/s':>9}{'dec busy':>9}{'dec s/unit':>11}{'load':>10}"
+    )
 
     def line(name: str, r: dict[str, Any]) -> None:
-        print(f"{name:<56}{r['clips_per_s']:>8}{r['wall_clips_per_s']:>9}{r.get('decode_busy', ''):>9}"
-              f"{r.get('decode_s_per_unit', ''):>11}{_load(r):>10}")
+        print(
+            f"{name:<56}{r['clips_per_s']:>8}{r['wall_clips_per_s']:>9}{r.get('decode_busy', ''):>9}"
+            f"{r.get('decode_s_per_unit', ''):>11}{_load(r):>10}"
+        )
 
     line("decode only (map decode_unit, materialized)", eff["decode_only"])
-    line(f"encode only (EncodeStage pools, {eff['encode_only_cpus_per_actor']:g} CPU, no-op sink)",
-         eff["encode_only"])
+    line(f"encode only (EncodeStage pools, {eff['encode_only_cpus_per_actor']:g} CPU, no-op sink)", eff["encode_only"])
     for r in eff["end_to_end"]:
         v = r["variant"]
-        line(f"end to end {v['name']} ({v['cpus_per_actor']:g} CPU/actor, reserv. "
-             f"{'on' if v['reservation'] else 'off'})", r)
-    print(f"bound min(decode, encode) = {eff['bound_clips_per_s']} ({eff['bound']}); shared-CPU bound "
-          f"1/(1/decode + 1/encode) = {eff['shared_cpu_bound_clips_per_s']}")
+        line(
+            f"end to end {v['name']} ({v['cpus_per_actor']:g} CPU/actor, reserv. "
+            f"{'on' if v['reservation'] else 'off'})",
+            r,
+        )
+    print(
+        f"bound min(decode, encode) = {eff['bound_clips_per_s']} ({eff['bound']}); shared-CPU bound "
+        f"1/(1/decode + 1/encode) = {eff['shared_cpu_bound_clips_per_s']}"
+    )
     for r in eff["end_to_end"]:
-        print(f"efficiency {r['variant']['name']}: {r['efficiency']} of min(decode, encode), "
-              f"{r['efficiency_vs_shared_cpu']} of the shared-CPU bound")
-    print(f"\n2. Scaling: SleepEncoder (1 fake GPU an actor), real decode + StoreSink\n"
-          f"{'variant':<9}{'actors':>6}{'T s/unit':>9}{'enc bound':>10}{'expected':>9}{'clips/s':>8}"
-          f"{'wall c/s':>9}{'of exp.':>8}{'dec busy':>9}{'load':>10}")
+        print(
+            f"efficiency {r['variant']['name']}: {r['efficiency']} of min(decode, encode), "
+            f"{r['efficiency_vs_shared_cpu']} of the shared-CPU bound"
+        )
+    print(
+        f"\n2. Scaling: SleepEncoder (1 fake GPU an actor), real decode + StoreSink\n"
+        f"{'variant':<9}{'actors':>6}{'T s/unit':>9}{'enc bound':>10}{'expected':>9}{'clips/s':>8}"
+        f"{'wall c/s':>9}{'of exp.':>8}{'dec busy':>9}{'load':>10}"
+    )
     for r in rows:
-        print(f"{r['variant']['name']:<9}{r['actors']:>6}{r['sim_seconds_per_unit']:>9}"
-              f"{r['encode_bound_clips_per_s']:>10}{r['expected_clips_per_s']:>9}{r['clips_per_s']:>8}"
-              f"{r['wall_clips_per_s']:>9}{r['of_expected']:>8}{r.get('decode_busy', ''):>9}{_load(r):>10}")
+        print(
+            f"{r['variant']['name']:<9}{r['actors']:>6}{r['sim_seconds_per_unit']:>9}"
+            f"{r['encode_bound_clips_per_s']:>10}{r['expected_clips_per_s']:>9}{r['clips_per_s']:>8}"
+            f"{r['wall_clips_per_s']:>9}{r['of_expected']:>8}{r.get('decode_busy', ''):>9}{_load(r):>10}"
+        )
     print(f"{'decode-only ceiling (step 1)':<34}{eff['decode_only']['clips_per_s']:>8}")
 
 
@@ -394,35 +477,59 @@ def variant_list(text: str) -> list[Variant]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--quick", action="store_true",
-                   help="a smoke run of a few minutes: --n 12 --seconds 1 --encoders local,audio --actors 1,4 "
-                        "--variants default unless given")
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run of a few minutes: --n 12 --seconds 1 --encoders local,audio --actors 1,4 "
+        "--variants default unless given",
+    )
     p.add_argument("--n", type=int, default=None, help="demo clips to make and extract (default 32; quick 12)")
     p.add_argument("--seconds", type=float, default=None, help="seconds per demo clip (default 2; quick 1)")
     p.add_argument("--unit-size", type=int, default=2, help="samples per work unit, a power of two (default 2)")
-    p.add_argument("--encoders", default=None,
-                   help="tiny encoder slots for step 1, comma-separated (default all four: global,local,temporal,"
-                        "audio; quick local,audio)")
-    p.add_argument("--actors", type=int_list, default=None,
-                   help="simulated-encoder actor counts for step 2 (default 1,2,4; quick 1,4)")
-    p.add_argument("--variants", type=variant_list, default=None,
-                   help="scheduling settings the end-to-end and scaling runs repeat with: 'default' (what "
-                        "jobs/extract.py does: actors reserve 0.25 CPU, Ray Data reserves resources per operator) "
-                        "and 'tuned' (actors reserve no CPU, no per-operator reservation) (default default,tuned; "
-                        "quick default)")
-    p.add_argument("--sim-factor", type=float, default=3.0,
-                   help="simulated encoder time a unit = this x the decode-only unit interval (default 3)")
-    p.add_argument("--sim-seconds", type=float, default=None,
-                   help="simulated encoder seconds a unit (overrides --sim-factor)")
+    p.add_argument(
+        "--encoders",
+        default=None,
+        help="tiny encoder slots for step 1, comma-separated (default all four: global,local,temporal,"
+        "audio; quick local,audio)",
+    )
+    p.add_argument(
+        "--actors",
+        type=int_list,
+        default=None,
+        help="simulated-encoder actor counts for step 2 (default 1,2,4; quick 1,4)",
+    )
+    p.add_argument(
+        "--variants",
+        type=variant_list,
+        default=None,
+        help="scheduling settings the end-to-end and scaling runs repeat with: 'default' (what "
+        "jobs/extract.py does: actors reserve 0.25 CPU, Ray Data reserves resources per operator) "
+        "and 'tuned' (actors reserve no CPU, no per-operator reservation) (default default,tuned; "
+        "quick default)",
+    )
+    p.add_argument(
+        "--sim-factor",
+        type=float,
+        default=3.0,
+        help="simulated encoder time a unit = this x the decode-only unit interval (default 3)",
+    )
+    p.add_argument(
+        "--sim-seconds", type=float, default=None, help="simulated encoder seconds a unit (overrides --sim-factor)"
+    )
     p.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray (default 2)")
     p.add_argument("--fake-gpus", type=int, default=4, help="GPUs the local Ray pretends to have (default 4)")
     p.add_argument("--object-store-mb", type=int, default=1024, help="Ray object store size in MB (default 1024)")
-    p.add_argument("--worker-idle-s", type=float, default=600.0,
-                   help="seconds before Ray may kill an idle worker process (default 600, so warm workers survive "
-                        "between bursts of tasks; 0 keeps Ray's default of 1 s, with which fresh workers, each "
-                        "importing featstore.pipeline for ~12 s, stall short runs on a 2-CPU node)")
+    p.add_argument(
+        "--worker-idle-s",
+        type=float,
+        default=600.0,
+        help="seconds before Ray may kill an idle worker process (default 600, so warm workers survive "
+        "between bursts of tasks; 0 keeps Ray's default of 1 s, with which fresh workers, each "
+        "importing featstore.pipeline for ~12 s, stall short runs on a 2-CPU node)",
+    )
     p.add_argument("--out", default="benchmarks/results/extract.json", help="JSON file for the figures")
     return p
 
@@ -447,8 +554,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def start_ray(args: argparse.Namespace) -> None:
     """A fresh local Ray (never a running cluster), quiet Ray Data, actor pools ready before work starts."""
     system = {"idle_worker_killing_time_threshold_ms": int(args.worker_idle_s * 1000)} if args.worker_idle_s else {}
-    ray.init(address="local", num_cpus=args.cpus, num_gpus=args.fake_gpus, include_dashboard=False,
-             object_store_memory=args.object_store_mb * 2**20, log_to_driver=False, _system_config=system)
+    ray.init(
+        address="local",
+        num_cpus=args.cpus,
+        num_gpus=args.fake_gpus,
+        include_dashboard=False,
+        object_store_memory=args.object_store_mb * 2**20,
+        log_to_driver=False,
+        _system_config=system,
+    )
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
@@ -472,17 +586,31 @@ def main(argv: list[str] | None = None) -> None:
     print_tables(eff, rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "machine": machine(), "command": command, "date": datetime.date.today().isoformat(),
-        "python": platform.python_version(), "ray": ray.__version__, "ray_cpus": args.cpus,
-        "fake_gpus": args.fake_gpus, "worker_idle_s": args.worker_idle_s,
-        "load_average_at_start": [round(x, 2) for x in load],
-        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        "method": "clips/s = all clips / (last unit committed - first unit started); actor pools load their "
-                  "models before any unit starts (wait_for_min_actors_s) and a warm-up decode run starts the "
-                  "task workers, so start-up is out and the pipeline's fill latency is in; wall clips/s includes "
-                  "all start-up",
-        "efficiency": eff, "scaling": rows}, indent=2) + "\n", encoding="utf-8")
+    out.write_text(
+        json.dumps(
+            {
+                "machine": machine(),
+                "command": command,
+                "date": datetime.date.today().isoformat(),
+                "python": platform.python_version(),
+                "ray": ray.__version__,
+                "ray_cpus": args.cpus,
+                "fake_gpus": args.fake_gpus,
+                "worker_idle_s": args.worker_idle_s,
+                "load_average_at_start": [round(x, 2) for x in load],
+                "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+                "method": "clips/s = all clips / (last unit committed - first unit started); actor pools load their "
+                "models before any unit starts (wait_for_min_actors_s) and a warm-up decode run starts the "
+                "task workers, so start-up is out and the pipeline's fill latency is in; wall clips/s includes "
+                "all start-up",
+                "efficiency": eff,
+                "scaling": rows,
+            },
+            indent=2,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     print(f"\nwrote {out}")
 
 

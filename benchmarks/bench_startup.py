@@ -35,21 +35,34 @@ STAGES = {
     "write task": ("featstore.extract.sink", "featstore.pipeline"),
     "encoder actor": ("featstore.extract.encode", "featstore.pipeline"),
 }
-CODE = ("import sys, time\nsys.path.insert(0, {root!r})\nt = time.perf_counter()\nimport {module}\n"
-        "print(time.perf_counter() - t)\n")
+CODE = (
+    "import sys, time\nsys.path.insert(0, {root!r})\nt = time.perf_counter()\nimport {module}\n"
+    "print(time.perf_counter() - t)\n"
+)
 
 
 def import_seconds(root: Path, module: str) -> float:
-    out = subprocess.run([sys.executable, "-c", CODE.format(root=str(root), module=module)], cwd=root,
-                         capture_output=True, text=True, timeout=300, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CODE.format(root=str(root), module=module)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
 def demo_seconds(root: Path) -> float:
     with tempfile.TemporaryDirectory() as work:
         t = time.perf_counter()
-        subprocess.run([sys.executable, str(root / "jobs" / "extract.py"), "--work-dir", work, "--ray-address",
-                        "local"], cwd=root, capture_output=True, timeout=900, check=True)
+        subprocess.run(
+            [sys.executable, str(root / "jobs" / "extract.py"), "--work-dir", work, "--ray-address", "local"],
+            cwd=root,
+            capture_output=True,
+            timeout=900,
+            check=True,
+        )
         return time.perf_counter() - t
 
 
@@ -73,12 +86,16 @@ def main() -> None:
         print(f"{stage:<14}" + "".join(f"{figures[k][stage]:>10.2f}" for k in roots))
     if demo:
         print(f"{'demo job':<14}" + "".join(f"{demo[k]:>10.1f}" for k in roots) + "   (wall seconds)")
-    result = {"startup": {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
-        "command": "python benchmarks/bench_startup.py " + " ".join(sys.argv[1:]),
-        "date": datetime.date.today().isoformat(), "repeats": args.repeats,
-        "import_seconds": figures, "demo_wall_seconds": demo,
-    }}
+    result = {
+        "startup": {
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
+            "command": "python benchmarks/bench_startup.py " + " ".join(sys.argv[1:]),
+            "date": datetime.date.today().isoformat(),
+            "repeats": args.repeats,
+            "import_seconds": figures,
+            "demo_wall_seconds": demo,
+        }
+    }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 

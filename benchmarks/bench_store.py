@@ -74,10 +74,15 @@ def run_one(root: Path, data: np.ndarray, codec: str, unit: int) -> dict:
     assert total == n
     mb = data.nbytes / 1e6
     return {
-        "codec": codec, "unit": unit, "samples": n, "chunk_mb": round(unit * data[0].nbytes / 1e6, 2),
+        "codec": codec,
+        "unit": unit,
+        "samples": n,
+        "chunk_mb": round(unit * data[0].nbytes / 1e6, 2),
         "ratio": round(data.nbytes / feat.nbytes_stored(), 3),
-        "write_mb_s": round(mb / t_write, 1), "write_samples_s": round(n / t_write, 1),
-        "read_mb_s": round(mb / t_read, 1), "read_samples_s": round(n / t_read, 1),
+        "write_mb_s": round(mb / t_write, 1),
+        "write_samples_s": round(n / t_write, 1),
+        "read_mb_s": round(mb / t_read, 1),
+        "read_samples_s": round(n / t_read, 1),
     }
 
 
@@ -118,17 +123,35 @@ def bench_readers(tmp: Path, tokens: np.ndarray, pooled: np.ndarray, repeats: in
     for name, fn in (("raw sequential read", raw), ("ShardDataset stream", stream)):
         fn()
         t = min(_timed(fn) for _ in range(repeats))
-        rows.append({"reader": name, "feature": "tokens", "mb_s": round(nbytes / 1e6 / t, 1),
-                     "samples_s": round(len(tokens) / t, 1)})
-    rows.append({"reader": "stream / raw", "feature": "tokens", "mb_s": round(rows[1]["mb_s"] / rows[0]["mb_s"], 3),
-                 "samples_s": None})
+        rows.append(
+            {
+                "reader": name,
+                "feature": "tokens",
+                "mb_s": round(nbytes / 1e6 / t, 1),
+                "samples_s": round(len(tokens) / t, 1),
+            }
+        )
+    rows.append(
+        {
+            "reader": "stream / raw",
+            "feature": "tokens",
+            "mb_s": round(rows[1]["mb_s"] / rows[0]["mb_s"], 3),
+            "samples_s": None,
+        }
+    )
     for feature, data, unit in (("tokens", tokens, 4), ("pooled", pooled, 256)):
         zd = ZarrDataset(_filled_store(tmp / f"z{feature}", data, unit))
         order = np.random.default_rng(0).permutation(len(zd))[: min(len(zd), 400)]
         zd[int(order[0])]
         t = _timed(lambda zd=zd, order=order: [zd[int(i)] for i in order])
-        rows.append({"reader": "ZarrDataset random access", "feature": feature,
-                     "mb_s": round(len(order) * data[0].nbytes / 1e6 / t, 1), "samples_s": round(len(order) / t, 1)})
+        rows.append(
+            {
+                "reader": "ZarrDataset random access",
+                "feature": feature,
+                "mb_s": round(len(order) * data[0].nbytes / 1e6 / t, 1),
+                "samples_s": round(len(order) / t, 1),
+            }
+        )
     return rows
 
 
@@ -155,7 +178,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_store_"))
     results: dict = {
         "machine": machine(),
-        "python": platform.python_version(), "date": datetime.date.today().isoformat(),
+        "python": platform.python_version(),
+        "date": datetime.date.today().isoformat(),
         "command": "python benchmarks/bench_store.py " + f"--tokens-n {args.tokens_n} --pooled-n {args.pooled_n}",
     }
     try:

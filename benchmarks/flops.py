@@ -70,16 +70,19 @@ def encoder_models(configs: Mapping[str, Mapping[str, Any]], device: str = "meta
         ViTMAEModel,
     )
 
-    build = {"global": lambda c: Blip2VisionModel(Blip2VisionConfig(**c)),
-             "local": lambda c: ViTMAEModel(ViTMAEConfig(**c)),
-             "temporal": lambda c: VideoMAEModel(VideoMAEConfig(**c)),
-             "audio": lambda c: HubertModel(HubertConfig(**c))}
+    build = {
+        "global": lambda c: Blip2VisionModel(Blip2VisionConfig(**c)),
+        "local": lambda c: ViTMAEModel(ViTMAEConfig(**c)),
+        "temporal": lambda c: VideoMAEModel(VideoMAEConfig(**c)),
+        "audio": lambda c: HubertModel(HubertConfig(**c)),
+    }
     with torch.device(device):
         return {s: build[s](dict(configs[s])).eval() for s in configs}
 
 
-def encoder_flops(configs: Mapping[str, Mapping[str, Any]], local_frames: int = 16,
-                  audio_seconds: float = 5.0) -> dict[str, int]:
+def encoder_flops(
+    configs: Mapping[str, Mapping[str, Any]], local_frames: int = 16, audio_seconds: float = 5.0
+) -> dict[str, int]:
     """Forward FLOPs per clip of each encoder built from ``configs`` (slot -> config dict), on the meta device."""
     models = encoder_models(configs)
     m = "meta"
@@ -96,8 +99,13 @@ def encoder_flops(configs: Mapping[str, Mapping[str, Any]], local_frames: int = 
     return out
 
 
-def llama_step_flops(llama: Mapping[str, Any], feature_shapes: Mapping[str, Sequence[int]], seq_len: int,
-                     lora_r: int = 64, batch: int = 1) -> dict[str, int]:
+def llama_step_flops(
+    llama: Mapping[str, Any],
+    feature_shapes: Mapping[str, Sequence[int]],
+    seq_len: int,
+    lora_r: int = 64,
+    batch: int = 1,
+) -> dict[str, int]:
     """FLOPs of one training step (forward + backward) of projectors + LoRA LLaMA, base frozen, on the meta device.
 
     Args:
@@ -159,16 +167,28 @@ def real_llama() -> dict[str, Any]:
 
 def real_figures(seq_len: int = 400, local_frames: int = 16, audio_seconds: float = 5.0) -> dict[str, Any]:
     """Every figure of this benchmark at real size: encoders, the training step, the removed fraction, bytes."""
-    enc = encoder_flops({"global": REAL_EVA, "local": REAL_MAE, "temporal": REAL_VIDEOMAE, "audio": REAL_HUBERT},
-                        local_frames, audio_seconds)
+    enc = encoder_flops(
+        {"global": REAL_EVA, "local": REAL_MAE, "temporal": REAL_VIDEOMAE, "audio": REAL_HUBERT},
+        local_frames,
+        audio_seconds,
+    )
     step = llama_step_flops(real_llama(), REAL_SHAPES, seq_len)
     encoders = sum(enc.values())
     online = encoders + step["step"]
-    return {"encoders": enc, "encoders_total": encoders, "train_step": step, "online_step": online,
-            "online_over_cached": online / step["step"], "encoders_over_step": encoders / step["step"],
-            "fraction_removed": encoders / online, "cached_bytes_per_sample": cached_bytes(REAL_SHAPES),
-            "seq_len": seq_len, "feature_tokens": FEATURE_TOKENS, "local_frames": local_frames,
-            "audio_seconds": audio_seconds}
+    return {
+        "encoders": enc,
+        "encoders_total": encoders,
+        "train_step": step,
+        "online_step": online,
+        "online_over_cached": online / step["step"],
+        "encoders_over_step": encoders / step["step"],
+        "fraction_removed": encoders / online,
+        "cached_bytes_per_sample": cached_bytes(REAL_SHAPES),
+        "seq_len": seq_len,
+        "feature_tokens": FEATURE_TOKENS,
+        "local_frames": local_frames,
+        "audio_seconds": audio_seconds,
+    }
 
 
 def machine() -> str:
@@ -212,11 +232,16 @@ def main(argv: list[str] | None = None) -> None:
     print_table(fig)
     from bench_decode import merge_sections
 
-    group = {"machine": machine(), "device": "meta (shapes only, no weights)", "date": datetime.date.today().isoformat(),
-             "command": f"python benchmarks/flops.py --seq-len {args.seq_len} --local-frames {args.local_frames} "
-                        f"--audio-seconds {args.audio_seconds:g}",
-             "torch": torch.__version__, "counted": "FlopCounterMode: matmul/conv/attention, multiply-add = 2",
-             **fig}
+    group = {
+        "machine": machine(),
+        "device": "meta (shapes only, no weights)",
+        "date": datetime.date.today().isoformat(),
+        "command": f"python benchmarks/flops.py --seq-len {args.seq_len} --local-frames {args.local_frames} "
+        f"--audio-seconds {args.audio_seconds:g}",
+        "torch": torch.__version__,
+        "counted": "FlopCounterMode: matmul/conv/attention, multiply-add = 2",
+        **fig,
+    }
     merge_sections(args.out, {"flops": group})
     print(f"\nwrote the 'flops' section of {args.out}")
 

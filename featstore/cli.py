@@ -35,21 +35,23 @@ def store_info(store: FeatureStore) -> dict:
         data = feat.raw("data")
         stored = feat.nbytes_stored()
         raw = _rows_written(feat) * int(np.prod(feat.spec.shape)) * data.dtype.itemsize
-        specs.append({
-            "name": feat.spec.name,
-            "id": feat.spec.id,
-            "key": feat.spec.key,
-            "encoder": feat.spec.encoder,
-            "shape": list(feat.spec.shape),
-            "dtype": feat.spec.dtype,
-            "unit_size": feat.unit_size,
-            "units": feat.num_units,
-            "codec": feat.codec,
-            **counts,
-            "bytes_stored": stored,
-            "compression_ratio": round(raw / stored, 3) if stored else None,
-            "spec": feat.spec.to_dict(),
-        })
+        specs.append(
+            {
+                "name": feat.spec.name,
+                "id": feat.spec.id,
+                "key": feat.spec.key,
+                "encoder": feat.spec.encoder,
+                "shape": list(feat.spec.shape),
+                "dtype": feat.spec.dtype,
+                "unit_size": feat.unit_size,
+                "units": feat.num_units,
+                "codec": feat.codec,
+                **counts,
+                "bytes_stored": stored,
+                "compression_ratio": round(raw / stored, 3) if stored else None,
+                "spec": feat.spec.to_dict(),
+            }
+        )
     return {"store": store.url, "samples": store.num_samples, "specs": specs}
 
 
@@ -84,8 +86,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return 0 if report.ok else 1
     for w in repair_store(store, report):
         dropped = f"; dropped unreadable chunk(s) {list(w.dropped)}" if w.dropped else ""
-        print(f"withdrew spec {w.bad.spec} unit {w.bad.unit} (samples {w.samples[0]}-{w.samples[1] - 1}, now pending): "
-              f"{'; '.join(w.bad.reasons)}{dropped}")
+        print(
+            f"withdrew spec {w.bad.spec} unit {w.bad.unit} (samples {w.samples[0]}-{w.samples[1] - 1}, now pending): "
+            f"{'; '.join(w.bad.reasons)}{dropped}"
+        )
     after = verify_store(FeatureStore.open(args.store))
     print(f"repair: withdrew {len(report.bad_units)} unit(s); run extraction again to recompute them")
     if not after.ok:
@@ -120,13 +124,21 @@ def cmd_export_wds(args: argparse.Namespace) -> int:
     specs = [s for s in args.specs.split(",") if s] if args.specs else None
     maxcount = None if args.maxsize is not None and args.maxcount is None else (args.maxcount or 1000)
     summary = export_wds(
-        FeatureStore.open(args.store), args.out, specs=specs, maxcount=maxcount, maxsize_mb=args.maxsize,
-        split=args.split, prefix=args.prefix, progress=print,
+        FeatureStore.open(args.store),
+        args.out,
+        specs=specs,
+        maxcount=maxcount,
+        maxsize_mb=args.maxsize,
+        split=args.split,
+        prefix=args.prefix,
+        progress=print,
     )
     for row in summary.excluded:
         print(f"left out {row['sample_id']}: {row['reason']}")
-    print(f"exported {summary.total_samples} samples in {len(summary.shards)} shard(s) to {args.out}; "
-          f"{len(summary.excluded)} left out; index {args.out.rstrip('/')}/shards.json")
+    print(
+        f"exported {summary.total_samples} samples in {len(summary.shards)} shard(s) to {args.out}; "
+        f"{len(summary.excluded)} left out; index {args.out.rstrip('/')}/shards.json"
+    )
     return 0
 
 
@@ -143,13 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
     info.set_defaults(func=cmd_info)
 
-    verify = sub.add_parser(
-        "verify", help="read back every committed unit; exit 1 naming any missing or corrupt chunk"
-    )
+    verify = sub.add_parser("verify", help="read back every committed unit; exit 1 naming any missing or corrupt chunk")
     verify.add_argument("store", help=store_help)
-    verify.add_argument("--repair", action="store_true",
-                        help="withdraw the commit of every broken unit (its samples become pending, so the next "
-                             "extraction run recomputes them) and print what was withdrawn and why")
+    verify.add_argument(
+        "--repair",
+        action="store_true",
+        help="withdraw the commit of every broken unit (its samples become pending, so the next "
+        "extraction run recomputes them) and print what was withdrawn and why",
+    )
     verify.set_defaults(func=cmd_verify)
 
     failures = sub.add_parser("failures", help="list failure records: sample, spec, stage, reason")
@@ -157,10 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     failures.add_argument("--json", action="store_true", help="print a JSON list instead of tab-separated lines")
     failures.set_defaults(func=cmd_failures)
     export = sub.add_parser(
-        "export-wds", help="write WebDataset tar shards + shards.json from committed samples",
+        "export-wds",
+        help="write WebDataset tar shards + shards.json from committed samples",
         description="Write OUT/{prefix}-%06d.tar shards (one SPEC.npy per feature and a .json per sample) "
-                    "and OUT/shards.json. Only samples committed for every chosen spec go in; the rest are "
-                    "listed with why. The same store gives byte-identical shards.",
+        "and OUT/shards.json. Only samples committed for every chosen spec go in; the rest are "
+        "listed with why. The same store gives byte-identical shards.",
     )
     export.add_argument("store", help=store_help)
     export.add_argument("out", help="output folder: a local path or an fsspec URL")
@@ -168,9 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     size = export.add_mutually_exclusive_group()
     size.add_argument("--maxcount", type=int, help="at most N samples a shard (default 1000)")
     size.add_argument("--maxsize", type=float, metavar="MB", help="at most about MB megabytes a shard")
-    export.add_argument("--split", choices=("train", "val", "test"),
-                        help="only this split: the sample's 'split' annotation, else a stable hash of its id "
-                             "(90/5/5)")
+    export.add_argument(
+        "--split",
+        choices=("train", "val", "test"),
+        help="only this split: the sample's 'split' annotation, else a stable hash of its id (90/5/5)",
+    )
     export.add_argument("--prefix", help="shard name prefix (default: the split, else 'shard')")
     export.set_defaults(func=cmd_export_wds)
     return p

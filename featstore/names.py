@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-__all__ = ["DFEW_LABELS", "FORMATS", "INPUT_KEY", "MER2023_LABELS", "MERR_LABELS", "PRESETS", "SLOTS",
-           "VISUAL_SLOTS"]
+__all__ = ["DFEW_LABELS", "FORMATS", "INPUT_KEY", "MER2023_LABELS", "MERR_LABELS", "PRESETS", "SLOTS", "VISUAL_SLOTS"]
 
 # Emotion-LLaMA's four frozen encoders, in the order their tokens enter the LLM
 # after the global patch tokens (DESIGN.md).
@@ -27,5 +26,4 @@ FORMATS = ("merr", "mer2023", "dfew", "csv", "jsonl")
 # see trainer.tasks); MER2023's six; DFEW's seven, by the integer its CSVs use.
 MERR_LABELS = ("neutral", "angry", "happy", "sad", "worried", "surprise", "fear", "contempt", "doubt")
 MER2023_LABELS = ("neutral", "angry", "happy", "sad", "worried", "surprise")
-DFEW_LABELS = MappingProxyType({1: "happy", 2: "sad", 3: "neutral", 4: "angry", 5: "surprise", 6: "disgust",
-                                7: "fear"})
+DFEW_LABELS = MappingProxyType({1: "happy", 2: "sad", 3: "neutral", 4: "angry", 5: "surprise", 6: "disgust", 7: "fear"})

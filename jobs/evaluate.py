@@ -55,13 +55,17 @@ def main(argv: list[str]) -> int:
         print(f"evaluate: {e}", file=sys.stderr)
         return 2
     print(f"checkpoint: {m['checkpoint']}")
-    print(f"{m['label_set']}: {m['n']} samples, accuracy {m['accuracy']:.4f}, weighted F1 {m['weighted_f1']:.4f}, "
-          f"UAR {m['uar']:.4f}, WAR {m['war']:.4f}")
+    print(
+        f"{m['label_set']}: {m['n']} samples, accuracy {m['accuracy']:.4f}, weighted F1 {m['weighted_f1']:.4f}, "
+        f"UAR {m['uar']:.4f}, WAR {m['war']:.4f}"
+    )
     what = "counted as their own class 'invalid'" if cfg.unknown == "invalid" else "counted as neutral"
     print(f"answers whose last word is not a label: {m['unknown_answers']} of {m['n']} ({what})")
     if "emer" in m:
-        print(f"EMER: clue overlap {m['emer']['clue_overlap']:.2f}, label overlap {m['emer']['label_overlap']:.2f} "
-              f"(1-10, {m['emer']['n']} answers)")
+        print(
+            f"EMER: clue overlap {m['emer']['clue_overlap']:.2f}, label overlap {m['emer']['label_overlap']:.2f} "
+            f"(1-10, {m['emer']['n']} answers)"
+        )
     print(f"metrics: {m['metrics_file']}")
     print(f"confusion matrix: {m['confusion_png']} ({m['confusion_json']})")
     print(f"predictions: {m['predictions']}")

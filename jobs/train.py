@@ -51,8 +51,9 @@ def main(argv: list[str]) -> int:
         return 2
     print(f"trained {summary['steps']} steps (epoch {summary['epoch']}), last loss {summary['loss']:.4f}")
     print(f"checkpoint: {summary['checkpoint']}")
-    print(f"logs: {summary['tensorboard']} (tensorboard --logdir {summary['tensorboard']}), "
-          f"losses: {summary['losses']}")
+    print(
+        f"logs: {summary['tensorboard']} (tensorboard --logdir {summary['tensorboard']}), losses: {summary['losses']}"
+    )
     return 0
 
 

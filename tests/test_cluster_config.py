@@ -141,7 +141,7 @@ def install_problems(cfg: dict) -> list[str]:
     exactly the pins of its pyproject.toml; the local .venv is not shipped."""
     repo_mounts = [remote for remote, local in cfg.get("file_mounts", {}).items() if local == "."]
     if len(repo_mounts) != 1:
-        return [f"expected the repository (\".\") mounted once, got {repo_mounts}"]
+        return [f'expected the repository (".") mounted once, got {repo_mounts}']
     if not any(re.search(rf"pip install\b.*-e {re.escape(repo_mounts[0])}(\s|\)|$)", c) for c in all_commands(cfg)):
         return [f"no setup command runs `pip install -e {repo_mounts[0]}`"]
     ignored = (REPO / ".gitignore").read_text().split()
@@ -155,7 +155,9 @@ def security_group_problems(cfg: dict) -> list[str]:
     for rule in cfg["provider"].get("security_group", {}).get("IpPermissions", []):
         everything = str(rule.get("IpProtocol")) == "-1"
         ports = [p for p in PRIVATE_PORTS if everything or rule.get("FromPort", 0) <= p <= rule.get("ToPort", -1)]
-        cidrs = [r.get("CidrIp") for r in rule.get("IpRanges", [])] + [r.get("CidrIpv6") for r in rule.get("Ipv6Ranges", [])]
+        cidrs = [r.get("CidrIp") for r in rule.get("IpRanges", [])] + [
+            r.get("CidrIpv6") for r in rule.get("Ipv6Ranges", [])
+        ]
         if ports and any(c in OPEN_CIDRS for c in cidrs):
             problems.append(f"security group opens {ports} to the internet: {rule}")
     return problems
@@ -207,11 +209,13 @@ def test_local_file_is_one_machine_as_is():
 
 def _set(*path, value):
     """Set cfg[path[0]][path[1]]... to value (node type names contain dots)."""
+
     def mutate(cfg):
         node = cfg
         for k in path[:-1]:
             node = node[k]
         node[path[-1]] = value
+
     return mutate
 
 
@@ -222,6 +226,7 @@ def _append(key: str, value):
 def _sub(key: str, old: str, new: str):
     def mutate(cfg):
         cfg[key] = [c.replace(old, new) for c in cfg[key]]
+
     return mutate
 
 
@@ -242,9 +247,21 @@ BROKEN = [
     ("cluster.local.yaml", fetch_problems, _append("setup_commands", "pip install git+https://example.com/x.git")),
     ("cluster.yaml", install_problems, _sub("setup_commands", "-e /home/ubuntu/featstore", "featstore")),
     ("cluster.local.yaml", install_problems, _set("rsync_filter", value=[])),
-    ("cluster.yaml", security_group_problems, _set("provider", "security_group", value={"IpPermissions": [OPEN_DASHBOARD]})),
-    ("cluster.yaml", security_group_problems, _set("provider", "security_group", value={"IpPermissions": [ALL_PORTS_V6]})),
-    ("cluster.yaml", ami_problems, _set("available_node_types", "worker.gpu", "node_config", "ImageId", value="ami-0123456789abcdef0")),
+    (
+        "cluster.yaml",
+        security_group_problems,
+        _set("provider", "security_group", value={"IpPermissions": [OPEN_DASHBOARD]}),
+    ),
+    (
+        "cluster.yaml",
+        security_group_problems,
+        _set("provider", "security_group", value={"IpPermissions": [ALL_PORTS_V6]}),
+    ),
+    (
+        "cluster.yaml",
+        ami_problems,
+        _set("available_node_types", "worker.gpu", "node_config", "ImageId", value="ami-0123456789abcdef0"),
+    ),
 ]
 
 

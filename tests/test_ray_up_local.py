@@ -94,35 +94,51 @@ def listeners(ports) -> list[str]:
 def run(args: list[str], timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a command; stdout and stderr together in .stdout."""
     return subprocess.run(
-        [str(a) for a in args], cwd=REPO, env=env, timeout=timeout,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [str(a) for a in args],
+        cwd=REPO,
+        env=env,
+        timeout=timeout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
 def ray_on_login_path() -> str:
     """Where the ssh user's login shell finds `ray` ('' if nowhere): where `ray down` runs `ray stop`."""
-    found = subprocess.run(["bash", "--login", "-i", "-c", "command -v ray"], capture_output=True, text=True,
-                           timeout=30, stdin=subprocess.DEVNULL)
+    found = subprocess.run(
+        ["bash", "--login", "-i", "-c", "command -v ray"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
     return found.stdout.strip()
 
 
 def missing_prerequisite() -> str | None:
     """Why this machine cannot run the test, or None."""
     if not port_open(22):
-        return ("no sshd on 127.0.0.1:22 (Ray's local provider reaches nodes over ssh); "
-                "run .ci/setup-sshd.sh as root to enable this test")
+        return (
+            "no sshd on 127.0.0.1:22 (Ray's local provider reaches nodes over ssh); "
+            "run .ci/setup-sshd.sh as root to enable this test"
+        )
     if not KEY.exists():
         return f"sshd is up but {KEY} is missing: run .ci/setup-sshd.sh as root"
     python = Path(VENV).expanduser() / "bin" / "python"
     if not python.exists():
-        return (f"no {python}: cluster.local.yaml's setup would make it and pip install the project "
-                f"(torch and the rest, several GB); make it once, or on one machine `ln -s <repo>/.venv {VENV}`")
+        return (
+            f"no {python}: cluster.local.yaml's setup would make it and pip install the project "
+            f"(torch and the rest, several GB); make it once, or on one machine `ln -s <repo>/.venv {VENV}`"
+        )
     pins = run([python, "cluster/venv_has_pins.py", "pyproject.toml"], 60)
     if pins.returncode != 0:
         return f"{VENV} lacks the project's pins (the setup would pip install them): {pins.stdout.strip()}"
     if ray_on_login_path():
-        return (f"`ray` is on the login PATH of {getpass.getuser()} ({ray_on_login_path()}): `ray down` would "
-                "run `ray stop` there and end every Ray process on this machine")
+        return (
+            f"`ray` is on the login PATH of {getpass.getuser()} ({ray_on_login_path()}): `ray down` would "
+            "run `ray stop` there and end every Ray process on this machine"
+        )
     return None
 
 
@@ -244,11 +260,28 @@ def test_ray_up_job_down(local_cluster, tmp_path):
     assert script.exists(), f"the job script {script} does not exist"
     submission_id = f"featstore-test-{uuid.uuid4().hex[:8]}"
     t0 = time.monotonic()
-    job = run([RAY, "job", "submit", "--address", address, "--submission-id", submission_id,
-               "--working-dir", REPO, "--", *JOB_ARGS, str(work_dir)], JOB_TIMEOUT_S, job_env)
+    job = run(
+        [
+            RAY,
+            "job",
+            "submit",
+            "--address",
+            address,
+            "--submission-id",
+            submission_id,
+            "--working-dir",
+            REPO,
+            "--",
+            *JOB_ARGS,
+            str(work_dir),
+        ],
+        JOB_TIMEOUT_S,
+        job_env,
+    )
     status = run([RAY, "job", "status", "--address", address, submission_id], 30, job_env)
     print(f"job: {time.monotonic() - t0:.0f} s")
     assert f"Job '{submission_id}' succeeded" in status.stdout, (
-        f"job did not succeed:\n{status.stdout[-2000:]}\n{job.stdout[-4000:]}")
+        f"job did not succeed:\n{status.stdout[-2000:]}\n{job.stdout[-4000:]}"
+    )
     assert job.returncode == 0, job.stdout[-4000:]
     assert JOB_EXPECT in job.stdout, f"{JOB_EXPECT!r} not in the job's output:\n{job.stdout[-4000:]}"

@@ -23,8 +23,18 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["STATE_FILE", "checkpoint_name", "latest_checkpoint", "load_rng", "load_weights", "prune_checkpoints",
-           "read_state", "save_rng", "save_checkpoint", "load_training_state"]
+__all__ = [
+    "STATE_FILE",
+    "checkpoint_name",
+    "latest_checkpoint",
+    "load_rng",
+    "load_weights",
+    "prune_checkpoints",
+    "read_state",
+    "save_rng",
+    "save_checkpoint",
+    "load_training_state",
+]
 
 STATE_FILE = "state.json"
 _PREFIX = "step-"
@@ -120,8 +130,9 @@ def load_weights(folder: str | Path, model) -> None:
         raise ValueError(f"checkpoint {folder}: adapter weights {unexpected[:3]}... do not fit this model's LoRA")
 
 
-def load_training_state(folder: str | Path, model, optimizer, scheduler, rank: int = 0,
-                        rng: bool = True) -> dict[str, Any]:
+def load_training_state(
+    folder: str | Path, model, optimizer, scheduler, rank: int = 0, rng: bool = True
+) -> dict[str, Any]:
     """Restore weights, optimizer, scheduler and (with ``rng``) this rank's RNG from a checkpoint; return its state."""
     folder = Path(folder)
     state = read_state(folder)
@@ -138,8 +149,11 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     root = Path(root)
     if not root.is_dir():
         return None
-    found = [(read_state(p.parent)["step"], str(p.parent)) for p in root.rglob(STATE_FILE)
-             if not p.parent.name.startswith(".")]
+    found = [
+        (read_state(p.parent)["step"], str(p.parent))
+        for p in root.rglob(STATE_FILE)
+        if not p.parent.name.startswith(".")
+    ]
     return Path(max(found)[1]) if found else None
 
 

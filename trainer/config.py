@@ -35,28 +35,39 @@ class TrainConfig:
     """Options of ``jobs/train.py``; the defaults train the tiny model on the demo store for a few steps."""
 
     # ---- data
-    cache: str = _opt("shards", "read features from WebDataset 'shards' (streamed) or the 'zarr' store",
-                      choices=CACHE_KINDS)
+    cache: str = _opt(
+        "shards", "read features from WebDataset 'shards' (streamed) or the 'zarr' store", choices=CACHE_KINDS
+    )
     shards: str = _opt("demo_out/shards", "shard folder (local path or fsspec URL) holding shards.json")
     store: str = _opt("demo_out/store.zarr", "feature store (local path or fsspec URL), for --cache zarr and --online")
     split: str | None = _opt(None, "zarr only: train on this split (train/val/test) of the store")
-    expect: dict[str, str] = _opt({}, "spec id each slot must have, SLOT=ID (repeatable; see `featstore info`); "
-                                      "a cache with other ids is refused. Empty: whatever the cache holds, then "
-                                      "pinned by the first checkpoint", metavar="SLOT=ID")
+    expect: dict[str, str] = _opt(
+        {},
+        "spec id each slot must have, SLOT=ID (repeatable; see `featstore info`); "
+        "a cache with other ids is refused. Empty: whatever the cache holds, then "
+        "pinned by the first checkpoint",
+        metavar="SLOT=ID",
+    )
     tasks: str = _opt("emotion,reason", "comma-separated tasks: emotion, reason, reason_v2")
     shuffle_buffer: int = _opt(64, "shuffle buffer in samples (0: index order)")
     # ---- model
     llm: str = _opt("tiny", "causal LM: a folder or hub name for from_pretrained, or 'tiny' (built offline)")
     tiny_dir: str = _opt(DEFAULT_TINY_DIR, "where the tiny LLaMA is built (llm=tiny)")
-    llm_dtype: str = _opt("auto", "dtype of the frozen LLM: auto (bfloat16 on GPU, float32 on CPU), float32, "
-                                  "bfloat16", choices=("auto", "float32", "bfloat16"))
+    llm_dtype: str = _opt(
+        "auto",
+        "dtype of the frozen LLM: auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16",
+        choices=("auto", "float32", "bfloat16"),
+    )
     lora_r: int = _opt(64, "LoRA rank")
     lora_alpha: int = _opt(16, "LoRA alpha")
     lora_dropout: float = _opt(0.05, "LoRA dropout")
     lora_targets: str = _opt("q_proj,v_proj", "comma-separated module names that get LoRA")
-    init_from: str | None = _opt(None, "start from the projector and adapter weights of this checkpoint, or of "
-                                       "the newest one under this run folder (stage 2 from stage 1); optimizer "
-                                       "and schedule start fresh")
+    init_from: str | None = _opt(
+        None,
+        "start from the projector and adapter weights of this checkpoint, or of "
+        "the newest one under this run folder (stage 2 from stage 1); optimizer "
+        "and schedule start fresh",
+    )
     # ---- optimisation
     epochs: int = _opt(1, "passes over the cache")
     max_steps: int | None = _opt(None, "stop after this many optimizer steps (default: all epochs)")
@@ -85,19 +96,33 @@ class TrainConfig:
     use_gpu: bool = _opt(False, "one GPU per Ray Train worker")
     ray_address: str | None = _opt(None, "Ray address for --num-workers (default: the job's cluster, else local)")
     # ---- online path
-    online: bool = _opt(False, "run the four encoders on the raw clips each step instead of reading the cache "
-                               "(the store's annotations locate the clips)")
-    encoders: str = _opt("tiny", "encoder preset for --online: tiny or emotion-llama",
-                         choices=("tiny", "emotion-llama"))
-    dataset_root: str | None = _opt(None, "--online: folder the clip paths are relative to (default: the store's "
-                                          "extract config, else the store's parent folder / data)")
+    online: bool = _opt(
+        False,
+        "run the four encoders on the raw clips each step instead of reading the cache "
+        "(the store's annotations locate the clips)",
+    )
+    encoders: str = _opt(
+        "tiny", "encoder preset for --online: tiny or emotion-llama", choices=("tiny", "emotion-llama")
+    )
+    dataset_root: str | None = _opt(
+        None,
+        "--online: folder the clip paths are relative to (default: the store's "
+        "extract config, else the store's parent folder / data)",
+    )
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} {getattr(self, name)!r} must be at least 1")
-        for name in ("shuffle_buffer", "checkpoint_every", "keep_checkpoints", "num_workers", "warmup_steps",
-                     "lora_r", "lora_alpha"):
+        for name in (
+            "shuffle_buffer",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "num_workers",
+            "warmup_steps",
+            "lora_r",
+            "lora_alpha",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} {getattr(self, name)!r} must be >= 0")
         if self.lora_r < 1:
@@ -108,8 +133,10 @@ class TrainConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} {getattr(self, name)!r} must be positive")
         if not 0 <= self.lora_dropout < 1 or self.weight_decay < 0 or self.max_grad_norm < 0:
-            raise ValueError(f"lora_dropout {self.lora_dropout!r} must be in [0, 1), weight_decay "
-                             f"{self.weight_decay!r} and max_grad_norm {self.max_grad_norm!r} >= 0")
+            raise ValueError(
+                f"lora_dropout {self.lora_dropout!r} must be in [0, 1), weight_decay "
+                f"{self.weight_decay!r} and max_grad_norm {self.max_grad_norm!r} >= 0"
+            )
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
@@ -173,8 +200,11 @@ def _kv_pairs(items: Sequence[str]) -> dict[str, str]:
 def build_parser(description: str = "") -> argparse.ArgumentParser:
     """An argparse parser with ``--config`` and one option per TrainConfig field (defaults shown, not applied:
     unset options keep the YAML's or the dataclass's value)."""
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                argument_default=argparse.SUPPRESS)
+    p = argparse.ArgumentParser(
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
     p.add_argument("--config", help="YAML file of options (any field below); command-line options override it")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")

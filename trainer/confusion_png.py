@@ -18,8 +18,9 @@ def _shade(frac: float) -> tuple[int, int, int]:
     return tuple(int(round(w + (b - w) * frac)) for w, b in zip(_WHITE, _BLUE))
 
 
-def draw_confusion(cm: np.ndarray | Sequence[Sequence[int]], classes: Sequence[str], path: str | Path,
-                   title: str = "") -> Path:
+def draw_confusion(
+    cm: np.ndarray | Sequence[Sequence[int]], classes: Sequence[str], path: str | Path, title: str = ""
+) -> Path:
     """Write ``cm`` (counts, ``[true, predicted]``) as a PNG; cells shaded by the share of their row.
 
     Raises:

@@ -18,8 +18,17 @@ from trainer.projector import FEATURE_SLOTS
 from trainer.prompt import batch_prompts, tokenize_prompt
 from trainer.tasks import Task
 
-__all__ = ["CacheError", "CacheInfo", "Collator", "EpochStream", "Example", "chunks", "dist_info", "examples",
-           "open_cache"]
+__all__ = [
+    "CacheError",
+    "CacheInfo",
+    "Collator",
+    "EpochStream",
+    "Example",
+    "chunks",
+    "dist_info",
+    "examples",
+    "open_cache",
+]
 
 
 class CacheError(ValueError):
@@ -36,8 +45,14 @@ class CacheInfo:
     num_samples: int
 
 
-def open_cache(kind: str, source: str, expect: Mapping[str, str] | None = None, shuffle: int = 0,
-               seed: int = 0, split: str | None = None) -> tuple[Any, CacheInfo]:
+def open_cache(
+    kind: str,
+    source: str,
+    expect: Mapping[str, str] | None = None,
+    shuffle: int = 0,
+    seed: int = 0,
+    split: str | None = None,
+) -> tuple[Any, CacheInfo]:
     """Open shards (``kind="shards"``) or a Zarr store (``kind="zarr"``) for the four slots.
 
     Args:
@@ -65,30 +80,33 @@ def open_cache(kind: str, source: str, expect: Mapping[str, str] | None = None, 
         raise CacheError(str(e)) from e
 
 
-def _open(kind: str, source: str, expect: Mapping[str, str] | None, shuffle: int, seed: int,
-          split: str | None) -> tuple[Any, CacheInfo]:
+def _open(
+    kind: str, source: str, expect: Mapping[str, str] | None, shuffle: int, seed: int, split: str | None
+) -> tuple[Any, CacheInfo]:
     from featstore import ShardDataset, ZarrDataset
 
     if kind == "shards":
         ds = ShardDataset(source, dict(expect or {}), shuffle=shuffle, seed=seed)
         world = dist_info()[1]
         if len(ds.urls) < world:  # featstore splits shards, not samples, between ranks
-            raise CacheError(f"shards at {source} are {len(ds.urls)} file(s), fewer than the {world} workers, each of "
-                             f"which reads whole shards: re-export with more shards (featstore export-wds STORE OUT "
-                             f"--maxcount K) or train from the store (--cache zarr)")
+            raise CacheError(
+                f"shards at {source} are {len(ds.urls)} file(s), fewer than the {world} workers, each of "
+                f"which reads whole shards: re-export with more shards (featstore export-wds STORE OUT "
+                f"--maxcount K) or train from the store (--cache zarr)"
+            )
         specs = {s["name"]: (s["id"], tuple(s["shape"])) for s in ds.specs}
         total = len(ds)
     elif kind == "zarr":
-        ds = ZarrDataset(source, dict(expect or {}) or None, specs=None if expect else list(FEATURE_SLOTS),
-                         split=split)
+        ds = ZarrDataset(source, dict(expect or {}) or None, specs=None if expect else list(FEATURE_SLOTS), split=split)
         specs = {f.spec.name: (f.spec.id, tuple(f.spec.shape)) for f in ds.feats}
         total = len(ds)
     else:
         raise ValueError(f"cache kind {kind!r} must be 'shards' or 'zarr'")
     missing = [s for s in FEATURE_SLOTS if s not in specs]
     if missing:
-        raise CacheError(f"cache {source} has features {sorted(specs)}; the model needs {list(FEATURE_SLOTS)} "
-                         f"(missing {missing})")
+        raise CacheError(
+            f"cache {source} has features {sorted(specs)}; the model needs {list(FEATURE_SLOTS)} (missing {missing})"
+        )
     info = CacheInfo(source, {s: specs[s][0] for s in FEATURE_SLOTS}, {s: specs[s][1] for s in FEATURE_SLOTS}, total)
     return ds, info
 
@@ -115,8 +133,14 @@ def examples(samples: Iterable[Mapping[str, Any]], tasks: Sequence[Task], seed: 
         meta = s["meta"]
         feats = {slot: s[slot] for slot in FEATURE_SLOTS}
         for t in tasks:
-            yield Example(s["sample_id"], feats, str(meta.get("transcript") or ""), t.name,
-                          t.instruction(s["sample_id"], seed), t.answer(meta))
+            yield Example(
+                s["sample_id"],
+                feats,
+                str(meta.get("transcript") or ""),
+                t.name,
+                t.instruction(s["sample_id"], seed),
+                t.answer(meta),
+            )
 
 
 def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -149,12 +173,16 @@ class Collator:
 
     def __call__(self, batch: Sequence[Example], generation: bool = False) -> dict[str, Any]:
         """Collate; ``generation`` drops the answers and pads on the left."""
-        prompts = [tokenize_prompt(self.tokenizer, e.transcript, e.task, e.instruction,
-                                   None if generation else e.answer) for e in batch]
-        out: dict[str, Any] = batch_prompts(prompts, self.num_video, self.num_feature, self.pad_id,
-                                            "left" if generation else "right")
-        out["features"] = {s: torch.from_numpy(np.stack([e.features[s] for e in batch]).astype(np.float32))
-                           for s in FEATURE_SLOTS}
+        prompts = [
+            tokenize_prompt(self.tokenizer, e.transcript, e.task, e.instruction, None if generation else e.answer)
+            for e in batch
+        ]
+        out: dict[str, Any] = batch_prompts(
+            prompts, self.num_video, self.num_feature, self.pad_id, "left" if generation else "right"
+        )
+        out["features"] = {
+            s: torch.from_numpy(np.stack([e.features[s] for e in batch]).astype(np.float32)) for s in FEATURE_SLOTS
+        }
         out["sample_ids"] = [e.sample_id for e in batch]
         out["tasks"] = [e.task for e in batch]
         return out
@@ -184,8 +212,9 @@ class EpochStream:
         shuffle: shuffle the Zarr sample order per epoch (shards shuffle in the ShardDataset).
     """
 
-    def __init__(self, dataset, tasks: Sequence[Task], collate: Collator, batch_size: int, seed: int,
-                 shuffle: bool) -> None:
+    def __init__(
+        self, dataset, tasks: Sequence[Task], collate: Collator, batch_size: int, seed: int, shuffle: bool
+    ) -> None:
         self.dataset, self.tasks, self.collate = dataset, list(tasks), collate
         self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
 

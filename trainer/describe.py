@@ -59,8 +59,12 @@ def describe(preset: str, lora: LoraSettings = LoraSettings()) -> dict[str, Any]
     config = model.llm.get_base_model().config
     return {
         "preset": preset,
-        "llm": {"hidden_size": config.hidden_size, "layers": config.num_hidden_layers,
-                "heads": config.num_attention_heads, "vocab_size": config.vocab_size},
+        "llm": {
+            "hidden_size": config.hidden_size,
+            "layers": config.num_hidden_layers,
+            "heads": config.num_attention_heads,
+            "vocab_size": config.vocab_size,
+        },
         "lora": {"r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout, "targets": list(lora.targets)},
         "feature_shapes": {k: list(v) for k, v in PRESET_SHAPES[preset].items()},
         "feature_tokens": model.projector.num_tokens,
@@ -72,23 +76,26 @@ def describe(preset: str, lora: LoraSettings = LoraSettings()) -> dict[str, Any]
 def _text(d: dict[str, Any]) -> str:
     p = d["parameters"]
     llm = d["llm"]
-    return "\n".join([
-        f"preset {d['preset']}: LLaMA hidden {llm['hidden_size']}, {llm['layers']} layers, {llm['heads']} heads, "
-        f"vocabulary {llm['vocab_size']}",
-        f"  trainable LoRA parameters   {p['lora']:>15,}  (r={d['lora']['r']}, alpha={d['lora']['alpha']}, "
-        f"{', '.join(d['lora']['targets'])})",
-        f"  projector parameters        {p['projector']:>15,}",
-        f"  frozen LLM parameters       {p['frozen']:>15,}",
-        f"  feature tokens              {d['feature_tokens']:>15}  ({d['video_tokens']} at <VideoHere>, "
-        f"{d['feature_tokens'] - d['video_tokens']} at <FeatureHere>)",
-    ])
+    return "\n".join(
+        [
+            f"preset {d['preset']}: LLaMA hidden {llm['hidden_size']}, {llm['layers']} layers, {llm['heads']} heads, "
+            f"vocabulary {llm['vocab_size']}",
+            f"  trainable LoRA parameters   {p['lora']:>15,}  (r={d['lora']['r']}, alpha={d['lora']['alpha']}, "
+            f"{', '.join(d['lora']['targets'])})",
+            f"  projector parameters        {p['projector']:>15,}",
+            f"  frozen LLM parameters       {p['frozen']:>15,}",
+            f"  feature tokens              {d['feature_tokens']:>15}  ({d['video_tokens']} at <VideoHere>, "
+            f"{d['feature_tokens'] - d['video_tokens']} at <FeatureHere>)",
+        ]
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: print the description as text or JSON."""
     parser = argparse.ArgumentParser(prog="python -m trainer.describe", description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESET_SHAPES), default="emotion-llama",
-                        help="model preset (default: emotion-llama)")
+    parser.add_argument(
+        "--preset", choices=sorted(PRESET_SHAPES), default="emotion-llama", help="model preset (default: emotion-llama)"
+    )
     parser.add_argument("--lora-r", type=int, default=64, help="LoRA rank (default: 64)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     args = parser.parse_args(argv)

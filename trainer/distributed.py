@@ -32,11 +32,11 @@ def ray_storage(cfg: TrainConfig) -> Path:
 
 def absolute_paths(cfg: TrainConfig) -> TrainConfig:
     """The config with local paths made absolute: workers may not share the driver's working directory."""
+
     def fix(value: str | None) -> str | None:
         return value if value is None or "://" in value else str(Path(value).resolve())
 
-    changes = {k: fix(getattr(cfg, k)) for k in ("shards", "store", "out_dir", "tiny_dir", "init_from",
-                                                  "dataset_root")}
+    changes = {k: fix(getattr(cfg, k)) for k in ("shards", "store", "out_dir", "tiny_dir", "init_from", "dataset_root")}
     if cfg.resume not in ("auto", "never"):
         changes["resume"] = fix(cfg.resume)
     return dataclasses.replace(cfg, **changes)
@@ -97,15 +97,27 @@ def run_ray(cfg: TrainConfig) -> dict[str, Any]:
         _worker_loop,
         train_loop_config={"cfg": cfg.to_dict(), "resume": resume},
         # One CPU per worker: the loop is one process; data decoding happens inside it.
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker={"CPU": 1, **({"GPU": 1} if cfg.use_gpu else {})}),
-        run_config=RunConfig(name=RAY_RUN_NAME, storage_path=str(ray_storage(cfg)),
-                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints or None)),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers,
+            use_gpu=cfg.use_gpu,
+            resources_per_worker={"CPU": 1, **({"GPU": 1} if cfg.use_gpu else {})},
+        ),
+        run_config=RunConfig(
+            name=RAY_RUN_NAME,
+            storage_path=str(ray_storage(cfg)),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints or None),
+        ),
     )
     result = trainer.fit()
     state = ckpt.read_state(result.checkpoint.path) if result.checkpoint else {}
     out = Path(cfg.out_dir)
-    return {"steps": state.get("step", 0), "epoch": state.get("data", {}).get("epoch", 0),
-            "loss": float(result.metrics.get("loss", float("nan"))) if result.metrics else float("nan"),
-            "checkpoint": result.checkpoint.path if result.checkpoint else None, "out_dir": str(out),
-            "tensorboard": str(out / "tb"), "losses": str(out / "losses.jsonl"), "resumed_from": resume}
+    return {
+        "steps": state.get("step", 0),
+        "epoch": state.get("data", {}).get("epoch", 0),
+        "loss": float(result.metrics.get("loss", float("nan"))) if result.metrics else float("nan"),
+        "checkpoint": result.checkpoint.path if result.checkpoint else None,
+        "out_dir": str(out),
+        "tensorboard": str(out / "tb"),
+        "losses": str(out / "losses.jsonl"),
+        "resumed_from": resume,
+    }

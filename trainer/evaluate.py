@@ -37,8 +37,11 @@ class EvalConfig:
     shards: str = opt("demo_out/shards", "shard folder holding shards.json, for --cache shards")
     split: str | None = opt(None, "zarr only: evaluate this split (e.g. test) of the store; default all samples")
     labels: str = opt("merr", "label set: mer2023 (6), dfew (7) or merr (9)", choices=tuple(LABEL_SETS))
-    unknown: str = opt("neutral", "an answer whose last word is not a label counts as 'neutral' (the original) "
-                                  "or as its own class 'invalid'", choices=UNKNOWN_POLICIES)
+    unknown: str = opt(
+        "neutral",
+        "an answer whose last word is not a label counts as 'neutral' (the original) or as its own class 'invalid'",
+        choices=UNKNOWN_POLICIES,
+    )
     instruction: str | None = opt(None, "the emotion instruction (default: the original's, listing the label set)")
     max_new_tokens: int = opt(500, "greedy generation stops after this many new tokens (the original: 500)")
     batch_size: int = opt(8, "prompts generated together")
@@ -48,8 +51,9 @@ class EvalConfig:
     emer: bool = opt(False, "also generate reasoning answers and score them with the judge (EMER)")
     judge_url: str | None = opt(None, "OpenAI-compatible chat-completions URL (default: $EMER_JUDGE_URL)")
     judge_model: str | None = opt(None, "judge model name (default: $EMER_JUDGE_MODEL, else gpt-3.5-turbo)")
-    judge_key: str | None = opt(None, "judge API key (default: $EMER_JUDGE_API_KEY); never printed or saved",
-                                secret=True)
+    judge_key: str | None = opt(
+        None, "judge API key (default: $EMER_JUDGE_API_KEY); never printed or saved", secret=True
+    )
     judge_retries: int = opt(3, "further tries after a failed judge request")
     judge_backoff_s: float = opt(1.0, "seconds before the first judge retry, doubled before each next")
     judge_timeout_s: float = opt(60.0, "seconds per judge request")
@@ -76,8 +80,14 @@ class EvalConfig:
     def judge(self):
         from trainer.judge import JudgeConfig
 
-        return JudgeConfig(self.judge_url, self.judge_model, self.judge_key, self.judge_retries,
-                           self.judge_backoff_s, self.judge_timeout_s)
+        return JudgeConfig(
+            self.judge_url,
+            self.judge_model,
+            self.judge_key,
+            self.judge_retries,
+            self.judge_backoff_s,
+            self.judge_timeout_s,
+        )
 
 
 def _samples(ds, limit: int | None) -> Iterator[dict[str, Any]]:
@@ -95,8 +105,10 @@ def _samples(ds, limit: int | None) -> Iterator[dict[str, Any]]:
 def _truth(meta: dict[str, Any], labels: tuple[str, ...]) -> str:
     label = str(meta.get("label") or "").strip().lower()
     if label not in labels:
-        raise ValueError(f"sample {meta.get('sample_id')!r} has label {meta.get('label')!r}, not one of the "
-                         f"label set {list(labels)}: choose the set that fits the data (--labels)")
+        raise ValueError(
+            f"sample {meta.get('sample_id')!r} has label {meta.get('label')!r}, not one of the "
+            f"label set {list(labels)}: choose the set that fits the data (--labels)"
+        )
     return label
 
 
@@ -105,8 +117,9 @@ def _reference(meta: dict[str, Any]) -> str:
         value = meta.get(key) or (meta.get("extra") or {}).get(key)
         if isinstance(value, str) and value.strip():
             return value.strip()
-    raise ValueError(f"sample {meta.get('sample_id')!r} has no reference reasoning for EMER "
-                     f"(none of {list(EMER_REFERENCE)})")
+    raise ValueError(
+        f"sample {meta.get('sample_id')!r} has no reference reasoning for EMER (none of {list(EMER_REFERENCE)})"
+    )
 
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
@@ -148,17 +161,22 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     for group in chunks(_samples(ds, cfg.limit), cfg.batch_size):
         feats = [{s: x[s] for s in FEATURE_SLOTS} for x in group]
         metas = [x["meta"] for x in group]
-        emo = [Example(x["sample_id"], f, str(m.get("transcript") or ""), "emotion", instruction, None)
-               for x, f, m in zip(group, feats, metas)]
+        emo = [
+            Example(x["sample_id"], f, str(m.get("transcript") or ""), "emotion", instruction, None)
+            for x, f, m in zip(group, feats, metas)
+        ]
         answers = answerer.answer(emo, cfg.max_new_tokens)
         for x, m, a in zip(group, metas, answers):
             pred, known = parse_label(a, labels, cfg.unknown)
-            rows.append({"sample_id": x["sample_id"], "truth": _truth(m, labels), "pred": pred, "known": known,
-                         "answer": a})
+            rows.append(
+                {"sample_id": x["sample_id"], "truth": _truth(m, labels), "pred": pred, "known": known, "answer": a}
+            )
         if client is not None:
-            why = [Example(x["sample_id"], f, str(m.get("transcript") or ""), EMER_TASK, emer_instruction, None)
-                   for x, f, m in zip(group, feats, metas)]
-            for row, m, a in zip(rows[-len(group):], metas, answerer.answer(why, cfg.max_new_tokens)):
+            why = [
+                Example(x["sample_id"], f, str(m.get("transcript") or ""), EMER_TASK, emer_instruction, None)
+                for x, f, m in zip(group, feats, metas)
+            ]
+            for row, m, a in zip(rows[-len(group) :], metas, answerer.answer(why, cfg.max_new_tokens)):
                 row["reasoning"], row["reference"] = a, _reference(m)
                 scores = client.score(row["reference"], a)
                 row["clue_overlap"], row["label_overlap"] = scores["clue"], scores["label"]
@@ -169,34 +187,56 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     return _write(cfg, folder, spec_ids, labels, rows, classification_report)
 
 
-def _write(cfg: EvalConfig, folder: Path, spec_ids: dict[str, str], labels: tuple[str, ...],
-           rows: list[dict[str, Any]], report) -> dict[str, Any]:
+def _write(
+    cfg: EvalConfig, folder: Path, spec_ids: dict[str, str], labels: tuple[str, ...], rows: list[dict[str, Any]], report
+) -> dict[str, Any]:
     from trainer.confusion_png import draw_confusion
 
     classes = labels + ((INVALID,) if cfg.unknown == INVALID else ())
     rep = report([r["truth"] for r in rows], [r["pred"] for r in rows], classes)
     unknown = sum(not r["known"] for r in rows)
     metrics: dict[str, Any] = {
-        "checkpoint": str(folder), "spec_ids": spec_ids, "label_set": cfg.labels, "unknown_policy": cfg.unknown,
-        "unknown_answers": unknown, **{k: rep[k] for k in ("n", "accuracy", "weighted_f1", "uar", "war",
-                                                           "macro_f1", "per_class")},
+        "checkpoint": str(folder),
+        "spec_ids": spec_ids,
+        "label_set": cfg.labels,
+        "unknown_policy": cfg.unknown,
+        "unknown_answers": unknown,
+        **{k: rep[k] for k in ("n", "accuracy", "weighted_f1", "uar", "war", "macro_f1", "per_class")},
         "config": cfg.saved(),
     }
     if cfg.unknown == INVALID:
         metrics["invalid"] = unknown
     if cfg.emer:
-        metrics["emer"] = {"clue_overlap": sum(r["clue_overlap"] for r in rows) / len(rows),
-                           "label_overlap": sum(r["label_overlap"] for r in rows) / len(rows), "n": len(rows)}
+        metrics["emer"] = {
+            "clue_overlap": sum(r["clue_overlap"] for r in rows) / len(rows),
+            "label_overlap": sum(r["label_overlap"] for r in rows) / len(rows),
+            "n": len(rows),
+        }
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    (out / "confusion.json").write_text(json.dumps({"classes": list(classes), "rows": "true", "columns": "predicted",
-                                                    "matrix": rep["confusion"]}, indent=2) + "\n")
-    draw_confusion(rep["confusion"], classes, out / "confusion.png",
-                   f"{cfg.labels}: {rep['n']} samples, accuracy {rep['accuracy']:.3f}")
+    (out / "confusion.json").write_text(
+        json.dumps(
+            {"classes": list(classes), "rows": "true", "columns": "predicted", "matrix": rep["confusion"]}, indent=2
+        )
+        + "\n"
+    )
+    draw_confusion(
+        rep["confusion"],
+        classes,
+        out / "confusion.png",
+        f"{cfg.labels}: {rep['n']} samples, accuracy {rep['accuracy']:.3f}",
+    )
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    paths = {k: str(out / f) for k, f in (("predictions", "predictions.jsonl"), ("metrics_file", "metrics.json"),
-                                          ("confusion_json", "confusion.json"), ("confusion_png", "confusion.png"))}
+    paths = {
+        k: str(out / f)
+        for k, f in (
+            ("predictions", "predictions.jsonl"),
+            ("metrics_file", "metrics.json"),
+            ("confusion_json", "confusion.json"),
+            ("confusion_png", "confusion.png"),
+        )
+    }
     return {**metrics, **paths, "out_dir": str(out)}

@@ -32,9 +32,15 @@ def online_tools() -> SimpleNamespace:
     from featstore.media.clip import DecodeConfig, collate, decode_clip
     from featstore.names import INPUT_KEY
 
-    return SimpleNamespace(load_encoders=load_encoders, build_tiny_checkpoints=build_tiny_checkpoints,
-                           DecodeConfig=DecodeConfig, decode_clip=decode_clip, collate=collate, Sample=Sample,
-                           INPUT_KEY=INPUT_KEY)
+    return SimpleNamespace(
+        load_encoders=load_encoders,
+        build_tiny_checkpoints=build_tiny_checkpoints,
+        DecodeConfig=DecodeConfig,
+        decode_clip=decode_clip,
+        collate=collate,
+        Sample=Sample,
+        INPUT_KEY=INPUT_KEY,
+    )
 
 
 def demo_tools() -> SimpleNamespace:

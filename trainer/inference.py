@@ -32,10 +32,15 @@ def resolve_checkpoint(path: str | Path, option: str = "--checkpoint") -> Path:
         return path
     found = ckpt.latest_checkpoint(path)
     if found is None:
-        hint = ("python jobs/train.py (no arguments: the demo checkpoint, after python jobs/extract.py)"
-                if "demo_out" in str(path) else "python jobs/train.py --out-dir RUN_DIR (see --help)")
-        raise FileNotFoundError(f"{option} {path}: no trained checkpoint there (no folder with "
-                                f"{ckpt.STATE_FILE}); nothing is trained here. Train one with: {hint}")
+        hint = (
+            "python jobs/train.py (no arguments: the demo checkpoint, after python jobs/extract.py)"
+            if "demo_out" in str(path)
+            else "python jobs/train.py --out-dir RUN_DIR (see --help)"
+        )
+        raise FileNotFoundError(
+            f"{option} {path}: no trained checkpoint there (no folder with "
+            f"{ckpt.STATE_FILE}); nothing is trained here. Train one with: {hint}"
+        )
     return found
 
 
@@ -73,8 +78,9 @@ class Answerer:
         inputs["features"] = {k: v.to(self.device) for k, v in batch["features"].items()}
         tok = self.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        ids = self.model.generate(inputs, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
-                                  pad_token_id=pad)
+        ids = self.model.generate(
+            inputs, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id, pad_token_id=pad
+        )
         return [t.strip() for t in tok.batch_decode(ids, skip_special_tokens=True)]
 
 
@@ -102,7 +108,8 @@ def load_answerer(checkpoint: str | Path, shapes: Mapping[str, Sequence[int]], d
     else:
         llm = cfg.llm
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(
-        cfg.llm_dtype, torch.bfloat16 if dev.type == "cuda" else torch.float32)
+        cfg.llm_dtype, torch.bfloat16 if dev.type == "cuda" else torch.float32
+    )
     lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_list())
     model = build_model(llm, shapes, lora, dtype)
     ckpt.load_weights(folder, model)

@@ -25,11 +25,13 @@ SCORE_RANGE = (1, 10)  # EMER's scale for both scores
 JUDGE_ENV = {"url": "EMER_JUDGE_URL", "model": "EMER_JUDGE_MODEL", "api_key": "EMER_JUDGE_API_KEY"}
 _RETRY_STATUS = (408, 409, 429, 500, 502, 503, 504)  # worth another try; any other HTTP error is final
 
-_SYSTEM = ("You compare an emotion analysis of a video with a reference analysis. Score two things on a scale "
-           "of 1 to 10: clue_overlap, how far the emotional clues (facial expressions, tone of voice, words, "
-           "context) in the answer agree with those in the reference; label_overlap, how far the emotion "
-           "labels the answer concludes agree with the reference's. Reply with JSON only: "
-           '{"clue_overlap": <1-10>, "label_overlap": <1-10>}.')
+_SYSTEM = (
+    "You compare an emotion analysis of a video with a reference analysis. Score two things on a scale "
+    "of 1 to 10: clue_overlap, how far the emotional clues (facial expressions, tone of voice, words, "
+    "context) in the answer agree with those in the reference; label_overlap, how far the emotion "
+    "labels the answer concludes agree with the reference's. Reply with JSON only: "
+    '{"clue_overlap": <1-10>, "label_overlap": <1-10>}.'
+)
 
 
 class JudgeError(RuntimeError):
@@ -62,16 +64,20 @@ class JudgeConfig:
         self.model = self.model or os.environ.get(JUDGE_ENV["model"]) or "gpt-3.5-turbo"
         self.api_key = self.api_key or os.environ.get(JUDGE_ENV["api_key"]) or None
         if self.retries < 0 or self.backoff_s < 0 or not self.timeout_s > 0:
-            raise ValueError(f"judge retries {self.retries!r} and backoff_s {self.backoff_s!r} must be >= 0, "
-                             f"timeout_s {self.timeout_s!r} > 0")
+            raise ValueError(
+                f"judge retries {self.retries!r} and backoff_s {self.backoff_s!r} must be >= 0, "
+                f"timeout_s {self.timeout_s!r} > 0"
+            )
         if self.url is not None and not re.match(r"^https?://", self.url):
             raise ValueError(f"judge url {self.url!r} must start with http:// or https://")
 
 
 def judge_prompt(reference: str, answer: str) -> list[dict[str, str]]:
     """The chat messages that ask for the two scores of ``answer`` against ``reference``."""
-    return [{"role": "system", "content": _SYSTEM},
-            {"role": "user", "content": f"Reference analysis:\n{reference}\n\nAnswer to score:\n{answer}"}]
+    return [
+        {"role": "system", "content": _SYSTEM},
+        {"role": "user", "content": f"Reference analysis:\n{reference}\n\nAnswer to score:\n{answer}"},
+    ]
 
 
 def parse_scores(text: str) -> dict[str, float]:
@@ -112,8 +118,10 @@ class JudgeClient:
 
     def __init__(self, cfg: JudgeConfig, sleep: Callable[[float], None] = time.sleep) -> None:
         if not cfg.url:
-            raise ValueError(f"no judge URL: set --judge-url or ${JUDGE_ENV['url']} to an OpenAI-compatible "
-                             f"chat-completions endpoint")
+            raise ValueError(
+                f"no judge URL: set --judge-url or ${JUDGE_ENV['url']} to an OpenAI-compatible "
+                f"chat-completions endpoint"
+            )
         self.cfg, self.sleep = cfg, sleep
 
     def _request(self, messages: list[dict[str, str]]) -> urllib.request.Request:
@@ -162,5 +170,6 @@ def _content(payload: Any, url: str) -> str:
     try:
         return str(payload["choices"][0]["message"]["content"])
     except (KeyError, IndexError, TypeError):
-        raise JudgeError(f"judge at {url} replied without choices[0].message.content: "
-                         f"{json.dumps(payload)[:200]}") from None
+        raise JudgeError(
+            f"judge at {url} replied without choices[0].message.content: {json.dumps(payload)[:200]}"
+        ) from None

@@ -44,26 +44,30 @@ class LiveEncoders:
         device: where the encoders run (None: featstore's choice).
     """
 
-    def __init__(self, preset: str = "tiny", saved: Mapping[str, Any] | None = None,
-                 device: str | None = None) -> None:
+    def __init__(self, preset: str = "tiny", saved: Mapping[str, Any] | None = None, device: str | None = None) -> None:
         from trainer.featstore_bridge import online_tools
 
         saved = dict(saved or {})
         self.tools = online_tools()
-        self.decode = self.tools.DecodeConfig(global_frame=saved.get("global_frame", "peak"),
-                                              local_frames=saved.get("local_frames", 8),
-                                              timeout_s=saved.get("decode_timeout", 60.0))
+        self.decode = self.tools.DecodeConfig(
+            global_frame=saved.get("global_frame", "peak"),
+            local_frames=saved.get("local_frames", 8),
+            timeout_s=saved.get("decode_timeout", 60.0),
+        )
         clips = saved.get("batch_size", 1)
-        options = {s: {"upstream": self.decode.upstream(s), **({} if s == "audio" else {"clips_per_forward": clips})}
-                   for s in FEATURE_SLOTS}
+        options = {
+            s: {"upstream": self.decode.upstream(s), **({} if s == "audio" else {"clips_per_forward": clips})}
+            for s in FEATURE_SLOTS
+        }
         tiny_dir = None
         if preset == "tiny":
             tiny_dir = ENCODER_TINY_DIR
             self.tools.build_tiny_checkpoints(tiny_dir)
         self.preset = preset
         with _fork_rng():  # loading draws random init weights: keep the caller's RNG as it is
-            self.encoders = self.tools.load_encoders(preset, list(FEATURE_SLOTS), device=device, tiny_dir=tiny_dir,
-                                                     options=options)
+            self.encoders = self.tools.load_encoders(
+                preset, list(FEATURE_SLOTS), device=device, tiny_dir=tiny_dir, options=options
+            )
 
     def spec_ids(self) -> dict[str, str]:
         return {s: e.spec.id for s, e in self.encoders.items()}
@@ -82,8 +86,7 @@ class LiveEncoders:
             ValueError: naming the clip and the reasons when a modality cannot be decoded.
         """
         sample = {"video": None, **sample}
-        clip = self.tools.decode_clip(self.tools.Sample.from_dict(sample), Path(root), list(FEATURE_SLOTS),
-                                      self.decode)
+        clip = self.tools.decode_clip(self.tools.Sample.from_dict(sample), Path(root), list(FEATURE_SLOTS), self.decode)
         if clip.failures:
             raise ValueError(f"clip {sample.get('video')!r} under {root}: {clip.failures}")
         out = {}

@@ -67,7 +67,14 @@ def classification_report(truth: Sequence[str], pred: Sequence[str], classes: Se
         "uar": float(recall[present].mean()),
         "weighted_f1": float((f1 * support).sum() / support.sum()),
         "macro_f1": float(f1[present].mean()),
-        "per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                          "support": int(support[i])} for i, c in enumerate(classes)},
+        "per_class": {
+            c: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, c in enumerate(classes)
+        },
         "confusion": cm.tolist(),
     }

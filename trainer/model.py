@@ -32,8 +32,14 @@ class LoraSettings:
         """The ``peft.LoraConfig`` these settings describe."""
         from peft import LoraConfig
 
-        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                          target_modules=list(self.targets), bias="none", task_type="CAUSAL_LM")
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=list(self.targets),
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
 
 
 def wrap_lora(llm: nn.Module, lora: LoraSettings) -> nn.Module:
@@ -77,18 +83,26 @@ class EmotionLlama(nn.Module):
 
     def forward(self, batch: Mapping[str, Any]):
         """Causal LM output with ``loss`` on the answer tokens and EOS."""
-        return self.llm(inputs_embeds=self.embed(batch), attention_mask=batch["attention_mask"],
-                        labels=batch["labels"])
+        return self.llm(inputs_embeds=self.embed(batch), attention_mask=batch["attention_mask"], labels=batch["labels"])
 
     @torch.no_grad()
     def generate(self, batch: Mapping[str, Any], max_new_tokens: int = 64, **kw: Any) -> torch.Tensor:
         """Greedy generation from left-padded prompts (``collate(..., generation=True)``): new token ids."""
-        return self.llm.generate(inputs_embeds=self.embed(batch), attention_mask=batch["attention_mask"],
-                                 max_new_tokens=max_new_tokens, do_sample=False, **kw)
+        return self.llm.generate(
+            inputs_embeds=self.embed(batch),
+            attention_mask=batch["attention_mask"],
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            **kw,
+        )
 
 
-def build_model(llm_source: str, feature_shapes: Mapping[str, Sequence[int]], lora: LoraSettings = LoraSettings(),
-                dtype: torch.dtype | None = None) -> EmotionLlama:
+def build_model(
+    llm_source: str,
+    feature_shapes: Mapping[str, Sequence[int]],
+    lora: LoraSettings = LoraSettings(),
+    dtype: torch.dtype | None = None,
+) -> EmotionLlama:
     """Load the LLM with ``from_pretrained``, freeze it, add LoRA and the projectors.
 
     Args:
@@ -109,5 +123,10 @@ def count_parameters(model: EmotionLlama) -> dict[str, int]:
     lora = sum(p.numel() for n, p in model.llm.named_parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in model.llm.parameters() if not p.requires_grad)
     projector = sum(p.numel() for p in model.projector.parameters())
-    return {"lora": lora, "projector": projector, "trainable": lora + projector, "frozen": frozen,
-            "total": lora + projector + frozen}
+    return {
+        "lora": lora,
+        "projector": projector,
+        "trainable": lora + projector,
+        "frozen": frozen,
+        "total": lora + projector + frozen,
+    }

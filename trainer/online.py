@@ -75,6 +75,8 @@ def open_online(cfg, expect: Mapping[str, str]) -> tuple[OnlineFeatures, CacheIn
     ids = ds.spec_ids()
     bad = {s: (expect[s], ids[s]) for s in expect if ids.get(s) != expect[s]}
     if bad:
-        raise CacheError(f"online encoders ({cfg.encoders}) make spec ids {ids}, the config expects {dict(expect)} "
-                         f"(differing: {bad})")
+        raise CacheError(
+            f"online encoders ({cfg.encoders}) make spec ids {ids}, the config expects {dict(expect)} "
+            f"(differing: {bad})"
+        )
     return ds, CacheInfo(f"online:{cfg.store}", ids, ds.shapes(), len(ds))

@@ -18,8 +18,9 @@ from torch import nn
 __all__ = ["build_optimizer", "build_scheduler", "lr_at"]
 
 
-def build_optimizer(named_params: Iterable[tuple[str, nn.Parameter]], lr: float,
-                    weight_decay: float) -> torch.optim.AdamW:
+def build_optimizer(
+    named_params: Iterable[tuple[str, nn.Parameter]], lr: float, weight_decay: float
+) -> torch.optim.AdamW:
     """AdamW over the trainable parameters, in two groups: decayed matrices, undecayed 1-D/bias/norm."""
     decay, no_decay = [], []
     for name, p in named_params:
@@ -32,8 +33,9 @@ def build_optimizer(named_params: Iterable[tuple[str, nn.Parameter]], lr: float,
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
 
 
-def lr_at(step: int, schedule: str, lr: float, warmup_lr: float, min_lr: float, warmup_steps: int,
-          total_steps: int) -> float:
+def lr_at(
+    step: int, schedule: str, lr: float, warmup_lr: float, min_lr: float, warmup_steps: int, total_steps: int
+) -> float:
     """The learning rate of optimizer step ``step`` (0-based).
 
     Raises:
@@ -50,8 +52,16 @@ def lr_at(step: int, schedule: str, lr: float, warmup_lr: float, min_lr: float, 
     return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, schedule: str, lr: float, warmup_lr: float, min_lr: float,
-                    warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer,
+    schedule: str,
+    lr: float,
+    warmup_lr: float,
+    min_lr: float,
+    warmup_steps: int,
+    total_steps: int,
+) -> torch.optim.lr_scheduler.LambdaLR:
     """A LambdaLR following ``lr_at`` (the optimizer's base lr must be ``lr``)."""
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_at(step, schedule, lr, warmup_lr, min_lr, warmup_steps, total_steps) / lr)
+        optimizer, lambda step: lr_at(step, schedule, lr, warmup_lr, min_lr, warmup_steps, total_steps) / lr
+    )

@@ -29,10 +29,16 @@ class PredictConfig:
     checkpoint: str = opt("demo_out/train", "a checkpoint folder, or a run folder (its newest checkpoint)")
     transcript: str = opt("", "what the person in the clip says (the prompt's transcript)")
     json: bool = opt(False, "print one JSON object instead of text")
-    store: str | None = opt(None, "store whose recorded extraction settings (preset, decode) to use "
-                                  "(default: the store the checkpoint was trained from, if it is there)")
-    encoders: str | None = opt(None, "encoder preset, tiny or emotion-llama (default: the store's, else the "
-                                     "checkpoint config's)", choices=(None, "tiny", "emotion-llama"))
+    store: str | None = opt(
+        None,
+        "store whose recorded extraction settings (preset, decode) to use "
+        "(default: the store the checkpoint was trained from, if it is there)",
+    )
+    encoders: str | None = opt(
+        None,
+        "encoder preset, tiny or emotion-llama (default: the store's, else the checkpoint config's)",
+        choices=(None, "tiny", "emotion-llama"),
+    )
     labels: str = opt("merr", "label set the answer's last word is read against", choices=tuple(LABEL_SETS))
     max_new_tokens: int = opt(500, "greedy generation stops after this many new tokens")
     device: str = opt("auto", "auto (GPU if available), cpu or cuda", choices=("auto", "cpu", "cuda"))
@@ -89,17 +95,29 @@ def predict(cfg: PredictConfig) -> dict[str, Any]:
     ids, trained = live.spec_ids(), dict(state["spec_ids"])
     bad = {s: (trained.get(s), ids.get(s)) for s in sorted(set(trained) | set(ids)) if trained.get(s) != ids.get(s)}
     if bad:
-        raise SpecMismatch(f"checkpoint {folder} was trained on spec ids {trained}; the encoders loaded here "
-                           f"({preset}, decode settings of {store or 'featstore defaults'}) make {ids} "
-                           f"(differing: {bad})")
+        raise SpecMismatch(
+            f"checkpoint {folder} was trained on spec ids {trained}; the encoders loaded here "
+            f"({preset}, decode settings of {store or 'featstore defaults'}) make {ids} "
+            f"(differing: {bad})"
+        )
     feats = live.features({"sample_id": clip.stem, "video": clip.name}, clip.parent)
     answerer = load_answerer(folder, live.shapes(), cfg.device)
     labels = get_label_set(cfg.labels)
     tasks = state.get("config", {}).get("tasks", "")
     reason = next((t for t in _REASON_TASKS if t in tasks.split(",")), _REASON_TASKS[0])
-    asks = [Example(clip.stem, feats, cfg.transcript, "emotion", emotion_instruction(labels), None),
-            Example(clip.stem, feats, cfg.transcript, reason, get_task(reason).instructions[0], None)]
+    asks = [
+        Example(clip.stem, feats, cfg.transcript, "emotion", emotion_instruction(labels), None),
+        Example(clip.stem, feats, cfg.transcript, reason, get_task(reason).instructions[0], None),
+    ]
     answer, reasoning = answerer.answer(asks, cfg.max_new_tokens)
     label, known = parse_label(answer, labels, "neutral" if "neutral" in labels else "invalid")
-    return {"clip": str(clip), "label": label, "known": known, "answer": answer, "reasoning": reasoning,
-            "checkpoint": str(folder), "spec_ids": ids, "encoders": preset}
+    return {
+        "clip": str(clip),
+        "label": label,
+        "known": known,
+        "answer": answer,
+        "reasoning": reasoning,
+        "checkpoint": str(folder),
+        "spec_ids": ids,
+        "encoders": preset,
+    }

@@ -19,8 +19,10 @@ from torch import nn
 
 __all__ = ["IGNORE_INDEX", "PromptIds", "TEMPLATE", "batch_prompts", "embed_prompt", "prompt_text", "tokenize_prompt"]
 
-TEMPLATE = ("[INST] <video><VideoHere></video> <feature><FeatureHere></feature> "
-            "The person in video says: {transcript}. [{task}] {instruction} [/INST]")
+TEMPLATE = (
+    "[INST] <video><VideoHere></video> <feature><FeatureHere></feature> "
+    "The person in video says: {transcript}. [{task}] {instruction} [/INST]"
+)
 IGNORE_INDEX = -100  # torch's cross-entropy skips this label
 _VIDEO, _FEATURE = "<VideoHere>", "<FeatureHere>"
 
@@ -67,8 +69,9 @@ def tokenize_prompt(tokenizer, transcript: str, task: str, instruction: str, ans
     return PromptIds(pieces, (*tokenizer(answer, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id))
 
 
-def batch_prompts(prompts: Sequence[PromptIds], num_video: int, num_feature: int, pad_id: int,
-                  padding_side: str = "right") -> dict[str, torch.Tensor]:
+def batch_prompts(
+    prompts: Sequence[PromptIds], num_video: int, num_feature: int, pad_id: int, padding_side: str = "right"
+) -> dict[str, torch.Tensor]:
     """Lay a batch of prompts out as padded id rows with slots for the feature tokens.
 
     Args:
@@ -98,8 +101,12 @@ def batch_prompts(prompts: Sequence[PromptIds], num_video: int, num_feature: int
     out = {"input_ids": [], "feature_mask": [], "attention_mask": [], "labels": []}
     for ids, feat, labels in rows:
         pad = width - len(ids)
-        parts = {"input_ids": (ids, pad_id), "feature_mask": (feat, False), "attention_mask": ([1] * len(ids), 0),
-                 "labels": (labels, IGNORE_INDEX)}
+        parts = {
+            "input_ids": (ids, pad_id),
+            "feature_mask": (feat, False),
+            "attention_mask": ([1] * len(ids), 0),
+            "labels": (labels, IGNORE_INDEX),
+        }
         for key, (values, fill) in parts.items():
             out[key].append(values + [fill] * pad if padding_side == "right" else [fill] * pad + values)
     return {
@@ -110,8 +117,9 @@ def batch_prompts(prompts: Sequence[PromptIds], num_video: int, num_feature: int
     }
 
 
-def embed_prompt(embedding: nn.Module, input_ids: torch.Tensor, feature_mask: torch.Tensor,
-                 feature_tokens: torch.Tensor) -> torch.Tensor:
+def embed_prompt(
+    embedding: nn.Module, input_ids: torch.Tensor, feature_mask: torch.Tensor, feature_tokens: torch.Tensor
+) -> torch.Tensor:
     """The LLM's input embeddings: token embeddings with the feature tokens spliced into their slots.
 
     The one function that builds prompt embeddings, for training and for generation.

@@ -61,8 +61,7 @@ def resolve_init(path: str | Path) -> Path:
 def _check_ids(expected: dict[str, str], found: dict[str, str], what: str) -> None:
     bad = {s: (expected[s], found.get(s)) for s in expected if found.get(s) != expected[s]}
     if bad:
-        raise ValueError(f"{what} was trained on spec ids {expected}, the config/cache has {found} "
-                         f"(differing: {bad})")
+        raise ValueError(f"{what} was trained on spec ids {expected}, the config/cache has {found} (differing: {bad})")
 
 
 class TrainRecipe:
@@ -76,8 +75,13 @@ class TrainRecipe:
         checkpoint_root: where checkpoint folders go (default ``out_dir/checkpoints``).
     """
 
-    def __init__(self, cfg: TrainConfig, device: torch.device | None = None,
-                 publish: Callable[[Path, dict], None] | None = None, checkpoint_root: str | Path | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        device: torch.device | None = None,
+        publish: Callable[[Path, dict], None] | None = None,
+        checkpoint_root: str | Path | None = None,
+    ):
         self.cfg = cfg
         want = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         self.device = device or torch.device(want)
@@ -107,7 +111,8 @@ class TrainRecipe:
         self.tokenizer = AutoTokenizer.from_pretrained(llm_path)
         self.dataset, self.info = self._open_data(expect)
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(
-            cfg.llm_dtype, torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+            cfg.llm_dtype, torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        )
         lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_list())
         self.model = build_model(llm_path, self.info.shapes, lora, dtype).to(self.device)
         if cfg.init_from and not state:
@@ -120,8 +125,7 @@ class TrainRecipe:
         self.optimizer, self.scheduler = self._optim()
         if state:
             same_world = state["world_size"] == self.world
-            ckpt.load_training_state(resume_from, self.model, self.optimizer, self.scheduler, self.rank,
-                                     rng=same_world)
+            ckpt.load_training_state(resume_from, self.model, self.optimizer, self.scheduler, self.rank, rng=same_world)
             self.step, self.epoch = state["step"], state["data"]["epoch"]
             self.last_checkpoint, self.checkpointed_step = Path(resume_from), self.step
             self.last_loss = float(state.get("loss", float("nan")))
@@ -129,8 +133,12 @@ class TrainRecipe:
                 self.batches_in_epoch = state["data"]["batches_in_epoch"]
                 self.samples_in_epoch = state["data"]["samples_in_epoch"]
             else:
-                log.warning("resuming a %d-worker checkpoint on %d workers: epoch %d starts over, RNGs reseeded",
-                            state["world_size"], self.world, self.epoch)
+                log.warning(
+                    "resuming a %d-worker checkpoint on %d workers: epoch %d starts over, RNGs reseeded",
+                    state["world_size"],
+                    self.world,
+                    self.epoch,
+                )
         self.ddp = self.model
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -162,8 +170,9 @@ class TrainRecipe:
         if cfg.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.max_steps)
         opt = build_optimizer(self.model.named_parameters(), cfg.lr, cfg.weight_decay)
-        sched = build_scheduler(opt, cfg.schedule, cfg.lr, cfg.warmup_lr, cfg.min_lr, cfg.warmup_steps,
-                                self.total_steps)
+        sched = build_scheduler(
+            opt, cfg.schedule, cfg.lr, cfg.warmup_lr, cfg.min_lr, cfg.warmup_steps, self.total_steps
+        )
         return opt, sched
 
     def _open_logs(self) -> None:
@@ -186,8 +195,13 @@ class TrainRecipe:
         cfg = self.cfg
         from tqdm import tqdm
 
-        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
-                   disable=not cfg.progress or self.rank != 0)
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not cfg.progress or self.rank != 0,
+        )
         sleep = float(os.environ.get(STEP_SLEEP_ENV, "0") or 0)
         loss = self.last_loss
         while self.step < self.total_steps and self.epoch < cfg.epochs:
@@ -215,9 +229,15 @@ class TrainRecipe:
         if self.checkpointed_step != self.step:
             self.save_checkpoint()
         self._close_logs()
-        return {"steps": self.step, "epoch": self.epoch, "loss": loss, "checkpoint": str(self.last_checkpoint),
-                "out_dir": str(Path(cfg.out_dir)), "tensorboard": str(Path(cfg.out_dir) / "tb"),
-                "losses": str(Path(cfg.out_dir) / "losses.jsonl")}
+        return {
+            "steps": self.step,
+            "epoch": self.epoch,
+            "loss": loss,
+            "checkpoint": str(self.last_checkpoint),
+            "out_dir": str(Path(cfg.out_dir)),
+            "tensorboard": str(Path(cfg.out_dir) / "tb"),
+            "losses": str(Path(cfg.out_dir) / "losses.jsonl"),
+        }
 
     def _micro_batches(self, stream) -> list[dict[str, Any]]:
         """Up to ``grad_accum`` batches; fewer at the end of the epoch, none once every rank is through it."""
@@ -284,10 +304,19 @@ class TrainRecipe:
     # ---- checkpoints -----------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         """Write a checkpoint of the current step (rank 0 everything, other ranks their RNG); publish it."""
-        state = {"step": self.step, "loss": self.last_loss, "world_size": self.world, "spec_ids": self.info.spec_ids,
-                 "data": {"epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch,
-                          "samples_in_epoch": self.samples_in_epoch, "source": self.info.source},
-                 "config": self.cfg.to_dict()}
+        state = {
+            "step": self.step,
+            "loss": self.last_loss,
+            "world_size": self.world,
+            "spec_ids": self.info.spec_ids,
+            "data": {
+                "epoch": self.epoch,
+                "batches_in_epoch": self.batches_in_epoch,
+                "samples_in_epoch": self.samples_in_epoch,
+                "source": self.info.source,
+            },
+            "config": self.cfg.to_dict(),
+        }
         folder = self.checkpoint_root / ckpt.checkpoint_name(self.step)
         if self.rank == 0:
             ckpt.save_checkpoint(folder, self.model, self.optimizer, self.scheduler, state, self.rank)

@@ -19,8 +19,7 @@ __all__ = ["EMOTION_LABELS", "TASKS", "Task", "get_task", "parse_tasks"]
 # The nine MERR labels (featstore.names), in the order the original's instruction lists them.
 EMOTION_LABELS = ("happy", "sad", "neutral", "angry", "worried", "surprise", "fear", "contempt", "doubt")
 assert sorted(EMOTION_LABELS) == sorted(MERR_LABELS)
-_EMOTION_FIRST = ("Please determine which emotion label in the video represents: "
-                  + ", ".join(EMOTION_LABELS) + ".")
+_EMOTION_FIRST = "Please determine which emotion label in the video represents: " + ", ".join(EMOTION_LABELS) + "."
 
 
 @dataclass(frozen=True)
@@ -49,8 +48,10 @@ class Task:
                 value = meta["extra"].get(key)
             if isinstance(value, str) and value.strip():
                 return value.strip()
-        raise ValueError(f"sample {meta.get('sample_id')!r} has no answer for task {self.name!r}: "
-                         f"none of {list(self.fields)} holds text")
+        raise ValueError(
+            f"sample {meta.get('sample_id')!r} has no answer for task {self.name!r}: "
+            f"none of {list(self.fields)} holds text"
+        )
 
     def instruction(self, sample_id: str, seed: int) -> str:
         """A deterministic choice from the pool: the same (seed, sample, task) always gets the same one."""
@@ -59,21 +60,33 @@ class Task:
 
 
 TASKS: Mapping[str, Task] = {
-    "emotion": Task("emotion", ("label",), (
-        _EMOTION_FIRST,
-        "Which emotion does the person in the video show? Answer with one of: " + ", ".join(EMOTION_LABELS) + ".",
-        "Identify the emotion of the person in the video. Choose from: " + ", ".join(EMOTION_LABELS) + ".",
-    )),
-    "reason": Task("reason", ("caption",), (
-        "Please analyze all the clues in the video and reason out the emotional label of the person in the video.",
-        "Describe the facial expression and the tone of voice of the person in the video.",
-        "What clues in the face, the voice and the words show how the person in the video feels?",
-    )),
-    "reason_v2": Task("reason_v2", ("smp_reason_caption", "reasoning"), (
-        "Please analyze all the clues in the video and reason out the emotional label of the person in the video.",
-        "Explain, from the facial movements, the voice and the words, which emotion the person feels and why.",
-        "Reason step by step from the clues in the video to the emotion of the person.",
-    )),
+    "emotion": Task(
+        "emotion",
+        ("label",),
+        (
+            _EMOTION_FIRST,
+            "Which emotion does the person in the video show? Answer with one of: " + ", ".join(EMOTION_LABELS) + ".",
+            "Identify the emotion of the person in the video. Choose from: " + ", ".join(EMOTION_LABELS) + ".",
+        ),
+    ),
+    "reason": Task(
+        "reason",
+        ("caption",),
+        (
+            "Please analyze all the clues in the video and reason out the emotional label of the person in the video.",
+            "Describe the facial expression and the tone of voice of the person in the video.",
+            "What clues in the face, the voice and the words show how the person in the video feels?",
+        ),
+    ),
+    "reason_v2": Task(
+        "reason_v2",
+        ("smp_reason_caption", "reasoning"),
+        (
+            "Please analyze all the clues in the video and reason out the emotional label of the person in the video.",
+            "Explain, from the facial movements, the voice and the words, which emotion the person feels and why.",
+            "Reason step by step from the clues in the video to the emotion of the person.",
+        ),
+    ),
 }
 
 

@@ -24,11 +24,26 @@ DEFAULT_TINY_DIR = "/tmp/trainer-tiny-llama"  # node-local: rebuilt identically 
 TINY_SEED = 0
 TINY_MARKER = "trainer_tiny.json"
 TINY_VOCAB = 600  # byte alphabet (256) + specials + merges: enough to make words of the prompt single tokens
-TINY_LLAMA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=4, max_position_embeddings=2048, initializer_range=0.02)
+TINY_LLAMA = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    max_position_embeddings=2048,
+    initializer_range=0.02,
+)
 # Llama-2-7b's config.json (meta-llama/Llama-2-7b-chat-hf), for the meta-device model of ``trainer.describe``.
-REAL_LLAMA = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                  num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5)
+REAL_LLAMA = dict(
+    vocab_size=32000,
+    hidden_size=4096,
+    intermediate_size=11008,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=32,
+    max_position_embeddings=4096,
+    rms_norm_eps=1e-5,
+)
 SPECIALS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
 
 _CORPUS = (
@@ -60,9 +75,19 @@ def _recipe_id() -> str:
     import tokenizers
     import transformers
 
-    text = json.dumps({"llama": TINY_LLAMA, "vocab": TINY_VOCAB, "seed": TINY_SEED, "corpus": _CORPUS,
-                       "specials": SPECIALS, "transformers": transformers.__version__,
-                       "tokenizers": tokenizers.__version__, "torch": torch.__version__}, sort_keys=True)
+    text = json.dumps(
+        {
+            "llama": TINY_LLAMA,
+            "vocab": TINY_VOCAB,
+            "seed": TINY_SEED,
+            "corpus": _CORPUS,
+            "specials": SPECIALS,
+            "transformers": transformers.__version__,
+            "tokenizers": tokenizers.__version__,
+            "torch": torch.__version__,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
@@ -74,8 +99,12 @@ def _train_tokenizer():
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=TINY_VOCAB, special_tokens=list(SPECIALS.values()),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=TINY_VOCAB,
+        special_tokens=list(SPECIALS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(_CORPUS, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIALS)
 
@@ -99,8 +128,11 @@ def build_tiny_llm(directory: str | os.PathLike = DEFAULT_TINY_DIR) -> Path:
     if marker.is_file() and json.loads(marker.read_text()).get("recipe") == recipe:
         return folder
     tokenizer = _train_tokenizer()
-    ids = {k.replace("_token", "_token_id"): tokenizer.convert_tokens_to_ids(v) for k, v in SPECIALS.items()
-           if k != "unk_token"}
+    ids = {
+        k.replace("_token", "_token_id"): tokenizer.convert_tokens_to_ids(v)
+        for k, v in SPECIALS.items()
+        if k != "unk_token"
+    }
     config = LlamaConfig(vocab_size=len(tokenizer), **TINY_LLAMA, **ids)
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG alone
         torch.manual_seed(TINY_SEED)

@@ -1,6 +1,6 @@
 """Write a small, deterministic Emotion-LLaMA-style demo dataset: real mp4/wav files and annotations.
 
-    python -m featstore.demo OUT_DIR [--n 8] [--seconds 2.0] [--seed 0]
+python -m featstore.demo OUT_DIR [--n 8] [--seconds 2.0] [--seed 0]
 """
 
 from __future__ import annotations
@@ -24,38 +24,65 @@ from featstore.names import MERR_LABELS
 # The nine MERR labels, in the order the clips cycle through them.
 LABELS = MERR_LABELS
 TRANSCRIPTS = {
-    "neutral": ("The meeting is at three o'clock on Tuesday.", "I took the bus to work this morning.",
-                "We will go over the report after lunch."),
-    "angry": ("I told you not to touch my things!", "This is the third time you have lied to me!",
-              "Get out of my office right now!"),
-    "happy": ("We won the match, I can't believe it!", "You got the job, that's wonderful news!",
-              "I love this present, thank you so much!"),
-    "sad": ("I really miss how things used to be.", "She left this morning and didn't say goodbye.",
-            "I don't think I can go on like this."),
-    "worried": ("What if the results come back bad?", "He still hasn't called, is he all right?",
-                "I'm not sure we have enough money this month."),
-    "surprise": ("Wait, you're getting married?", "Oh! I didn't see you come in!",
-                 "No way, the whole team is here?"),
-    "fear": ("Did you hear that noise downstairs?", "Please, don't hurt me.",
-             "Someone is following us, walk faster."),
-    "contempt": ("Oh please, as if you could do any better.", "That's what you call a plan?",
-                 "I expected nothing less from someone like you."),
-    "doubt": ("Are you sure that's what he said?", "Hmm, I'm not convinced this will work.",
-              "You finished all of it already, really?"),
+    "neutral": (
+        "The meeting is at three o'clock on Tuesday.",
+        "I took the bus to work this morning.",
+        "We will go over the report after lunch.",
+    ),
+    "angry": (
+        "I told you not to touch my things!",
+        "This is the third time you have lied to me!",
+        "Get out of my office right now!",
+    ),
+    "happy": (
+        "We won the match, I can't believe it!",
+        "You got the job, that's wonderful news!",
+        "I love this present, thank you so much!",
+    ),
+    "sad": (
+        "I really miss how things used to be.",
+        "She left this morning and didn't say goodbye.",
+        "I don't think I can go on like this.",
+    ),
+    "worried": (
+        "What if the results come back bad?",
+        "He still hasn't called, is he all right?",
+        "I'm not sure we have enough money this month.",
+    ),
+    "surprise": ("Wait, you're getting married?", "Oh! I didn't see you come in!", "No way, the whole team is here?"),
+    "fear": ("Did you hear that noise downstairs?", "Please, don't hurt me.", "Someone is following us, walk faster."),
+    "contempt": (
+        "Oh please, as if you could do any better.",
+        "That's what you call a plan?",
+        "I expected nothing less from someone like you.",
+    ),
+    "doubt": (
+        "Are you sure that's what he said?",
+        "Hmm, I'm not convinced this will work.",
+        "You finished all of it already, really?",
+    ),
 }
 # label -> (facial action units, vocal tone), as MERR's captions describe them
 CUES = {
     "neutral": ("a relaxed face with no marked action units", "an even, level tone"),
-    "angry": ("brows lowered and drawn together, lids tightened, lips pressed (AU04, AU07, AU23)",
-              "a loud, clipped, falling tone"),
+    "angry": (
+        "brows lowered and drawn together, lids tightened, lips pressed (AU04, AU07, AU23)",
+        "a loud, clipped, falling tone",
+    ),
     "happy": ("cheeks raised and lip corners pulled up (AU06, AU12)", "a bright, rising tone"),
     "sad": ("inner brows raised and lip corners pulled down (AU01, AU15)", "a low, slow, falling tone"),
-    "worried": ("inner brows raised and drawn together, lips stretched (AU01, AU04, AU20)",
-                "a hesitant, slightly trembling tone"),
-    "surprise": ("brows raised, upper lids raised and jaw dropped (AU01, AU02, AU05, AU26)",
-                 "a high, sharply rising tone"),
-    "fear": ("brows raised and drawn together, upper lids raised, lips stretched (AU01, AU04, AU05, AU20)",
-             "a high, fast, shaky tone"),
+    "worried": (
+        "inner brows raised and drawn together, lips stretched (AU01, AU04, AU20)",
+        "a hesitant, slightly trembling tone",
+    ),
+    "surprise": (
+        "brows raised, upper lids raised and jaw dropped (AU01, AU02, AU05, AU26)",
+        "a high, sharply rising tone",
+    ),
+    "fear": (
+        "brows raised and drawn together, upper lids raised, lips stretched (AU01, AU04, AU05, AU20)",
+        "a high, fast, shaky tone",
+    ),
     "contempt": ("one lip corner tightened and raised (AU14, one-sided)", "a low, flat, drawn-out tone"),
     "doubt": ("brows lowered and lips pressed together (AU04, AU24)", "a slow tone that rises at the end"),
 }
@@ -63,8 +90,7 @@ AUDIO_SOURCES = ("auto", "synth", "espeak")
 MAX_CLIPS = 10_000  # ids are demo_0000 .. demo_9999
 MAX_SECONDS = 60.0
 # the top-level files make_demo_dataset writes (and, with overwrite, replaces)
-OWN_FILES = ("manifest.csv", "manifest_wav.jsonl", "MERR_demo.json", "labels.txt", "transcription.csv",
-             "README.txt")
+OWN_FILES = ("manifest.csv", "manifest_wav.jsonl", "MERR_demo.json", "labels.txt", "transcription.csv", "README.txt")
 
 
 @dataclass(frozen=True)
@@ -79,9 +105,16 @@ class DemoSample:
     face: str
 
 
-def make_demo_dataset(out_dir: str | Path, n: int = 8, seconds: float = 2.0, seed: int = 0, *,
-                      audio_source: str = "auto", overwrite: bool = False,
-                      progress: Callable[[str], None] | None = None) -> Path:
+def make_demo_dataset(
+    out_dir: str | Path,
+    n: int = 8,
+    seconds: float = 2.0,
+    seed: int = 0,
+    *,
+    audio_source: str = "auto",
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
     """Write the demo dataset (clips, wavs, manifests, MERR/MER2023 annotations, README) into out_dir.
 
     The same arguments give byte-identical files on the same software stack.
@@ -166,13 +199,19 @@ def _write_annotations(out: Path, samples: Sequence[DemoSample]) -> None:
             writer.writerow([s.sample_id, f"clips/{s.sample_id}.mp4", "", s.transcript, s.label])
     with open(out / "manifest_wav.jsonl", "w", encoding="utf-8") as f:
         for s in samples:
-            row = {"sample_id": s.sample_id, "video": f"clips/{s.sample_id}.mp4",
-                   "audio": f"audio/{s.sample_id}.wav", "transcript": s.transcript, "label": s.label}
+            row = {
+                "sample_id": s.sample_id,
+                "video": f"clips/{s.sample_id}.mp4",
+                "audio": f"audio/{s.sample_id}.wav",
+                "transcript": s.transcript,
+                "label": s.label,
+            }
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     merr = {s.sample_id: merr_entry(s) for s in samples}
     (out / "MERR_demo.json").write_text(json.dumps(merr, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / "labels.txt").write_text("".join(f"{s.sample_id} {s.n_frames} {s.label}\n" for s in samples),
-                                    encoding="utf-8")
+    (out / "labels.txt").write_text(
+        "".join(f"{s.sample_id} {s.n_frames} {s.label}\n" for s in samples), encoding="utf-8"
+    )
     with open(out / "transcription.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["name", "sentence"])
@@ -193,22 +232,30 @@ def merr_entry(sample: DemoSample) -> dict:
     who = "A woman with short fair hair" if astronaut else "A person in a close-up portrait"
     says = "She says" if astronaut else "The person says"
     caption = f"{who} shows {face}, and speaks in {tone}."
-    smp = (f"{face[0].upper()}{face[1:]}, {tone} and the words \"{sample.transcript}\" "
-           f"together point to {sample.label}.")
-    reason = (f"In the video, {who[0].lower()}{who[1:]} looks into the camera. Around frame {sample.peak_index} "
-              f"the expression is strongest: {face}. The voice has {tone}. {says}: "
-              f"\"{sample.transcript}\" The facial movements, the tone of voice and the content of the "
-              f"sentence agree with one another, so the person most likely feels {sample.label}.")
-    return {"caption": caption, "smp_reason_caption": smp, "reason_caption": reason,
-            "peak_index": sample.peak_index, "label": sample.label}
+    smp = f'{face[0].upper()}{face[1:]}, {tone} and the words "{sample.transcript}" together point to {sample.label}.'
+    reason = (
+        f"In the video, {who[0].lower()}{who[1:]} looks into the camera. Around frame {sample.peak_index} "
+        f"the expression is strongest: {face}. The voice has {tone}. {says}: "
+        f'"{sample.transcript}" The facial movements, the tone of voice and the content of the '
+        f"sentence agree with one another, so the person most likely feels {sample.label}."
+    )
+    return {
+        "caption": caption,
+        "smp_reason_caption": smp,
+        "reason_caption": reason,
+        "peak_index": sample.peak_index,
+        "label": sample.label,
+    }
 
 
 def _audio_description(use_espeak: bool) -> str:
     """Say which audio source made the speech, with espeak-ng's version when it was used."""
     if not use_espeak:
-        return ("synthesised speech-like audio: a Rosenberg glottal pulse train with a label-dependent pitch "
-                "contour, five-vowel formant resonators changing every ~150 ms, a syllable-rate envelope "
-                "with short pauses, and seeded noise (espeak-ng was not used)")
+        return (
+            "synthesised speech-like audio: a Rosenberg glottal pulse train with a label-dependent pitch "
+            "contour, five-vowel formant resonators changing every ~150 ms, a syllable-rate envelope "
+            "with short pauses, and seeded noise (espeak-ng was not used)"
+        )
     done = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True)
     return f"espeak-ng speaking each transcript ({done.stdout.strip() or 'version unknown'}), resampled to 16 kHz"
 
@@ -249,10 +296,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n", type=int, default=8, help="number of clips (default: 8)")
     parser.add_argument("--seconds", type=float, default=2.0, help="duration of each clip in seconds (default: 2.0)")
     parser.add_argument("--seed", type=int, default=0, help="seed for faces, motion, audio and noise (default: 0)")
-    parser.add_argument("--audio-source", choices=AUDIO_SOURCES, default="auto",
-                        help="speech source: espeak-ng if on PATH (auto), the built-in synthesiser, or espeak-ng")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an earlier demo dataset in OUT_DIR instead of refusing a non-empty folder")
+    parser.add_argument(
+        "--audio-source",
+        choices=AUDIO_SOURCES,
+        default="auto",
+        help="speech source: espeak-ng if on PATH (auto), the built-in synthesiser, or espeak-ng",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier demo dataset in OUT_DIR instead of refusing a non-empty folder",
+    )
     return parser
 
 
@@ -261,8 +315,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        out = make_demo_dataset(args.out_dir, args.n, args.seconds, args.seed, audio_source=args.audio_source,
-                                overwrite=args.overwrite, progress=print)
+        out = make_demo_dataset(
+            args.out_dir,
+            args.n,
+            args.seconds,
+            args.seed,
+            audio_source=args.audio_source,
+            overwrite=args.overwrite,
+            progress=print,
+        )
     except (ValueError, FileExistsError) as err:
         parser.error(str(err))
     print(f"wrote demo dataset to {out}")

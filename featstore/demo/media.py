@@ -117,8 +117,9 @@ def animate(image: np.ndarray, n_frames: int, rng: np.random.Generator) -> tuple
     for k in range(n_frames):
         m = cv2.getRotationMatrix2D(centre, float(tilt[k]), float(zoom[k]))
         m[:, 2] += shift[k]
-        moved = cv2.warpAffine(image, m, (FRAME_SIZE, FRAME_SIZE), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REFLECT101)
+        moved = cv2.warpAffine(
+            image, m, (FRAME_SIZE, FRAME_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
+        )
         noise = rng.standard_normal(size=moved.shape, dtype=np.float32)  # sensor noise, sigma 2 levels
         lit = moved.astype(np.float32) * np.float32(gain[k]) + 2.0 * noise
         frames[k] = np.clip(lit, 0, 255, out=lit).astype(np.uint8)
@@ -286,8 +287,9 @@ def write_mp4(path: Path, frames: np.ndarray, pcm: np.ndarray) -> None:
         pcm: 16-bit mono samples at SAMPLE_RATE.
     """
     with av.open(str(path), "w", format="mp4", container_options={"fflags": "+bitexact"}) as out:
-        video = out.add_stream("libx264", rate=FPS, options={
-            "preset": "veryfast", "crf": "23", "threads": "1", "x264-params": X264_PARAMS})
+        video = out.add_stream(
+            "libx264", rate=FPS, options={"preset": "veryfast", "crf": "23", "threads": "1", "x264-params": X264_PARAMS}
+        )
         video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         video.codec_context.thread_count = 1
         video.codec_context.thread_type = "NONE"
@@ -302,7 +304,7 @@ def write_mp4(path: Path, frames: np.ndarray, pcm: np.ndarray) -> None:
         audio = pcm.astype(np.float32) / 32768.0
         step = 1024  # one AAC frame
         for start in range(0, audio.size, step):
-            chunk = av.AudioFrame.from_ndarray(audio[None, start:start + step], format="fltp", layout="mono")
+            chunk = av.AudioFrame.from_ndarray(audio[None, start : start + step], format="fltp", layout="mono")
             chunk.sample_rate, chunk.pts = SAMPLE_RATE, start
             out.mux(sound.encode(chunk))
         out.mux(sound.encode(None))
@@ -319,5 +321,5 @@ def x264_settings(path: Path) -> dict[str, str]:
     opts = raw.find(b"options: ", mark) if mark >= 0 else -1
     if opts < 0:
         raise ValueError(f"{path}: no x264 settings found (not an x264 stream?)")
-    text = raw[opts + len(b"options: "):raw.index(b"\0", opts)].decode("ascii", "replace")
+    text = raw[opts + len(b"options: ") : raw.index(b"\0", opts)].decode("ascii", "replace")
     return dict(item.partition("=")[::2] for item in text.split())

@@ -26,15 +26,22 @@ from featstore.encoders.audio_hubert import HubertAudioEncoder
 from featstore.encoders.global_eva import EvaGlobalEncoder
 from featstore.encoders.local_mae import MaeLocalEncoder
 from featstore.encoders.presets import (
-                                        EMOTION_LLAMA_SOURCES,
-                                        SLOTS,
-                                        build_tiny_checkpoints,
-                                        load_encoders,
-                                        preset_sources,
+    EMOTION_LLAMA_SOURCES,
+    SLOTS,
+    build_tiny_checkpoints,
+    load_encoders,
+    preset_sources,
 )
 from featstore.encoders.temporal_videomae import VideoMaeTemporalEncoder
 
 __all__ = [
-    "EMOTION_LLAMA_SOURCES", "SLOTS", "EvaGlobalEncoder", "HubertAudioEncoder", "MaeLocalEncoder",
-    "VideoMaeTemporalEncoder", "build_tiny_checkpoints", "load_encoders", "preset_sources",
+    "EMOTION_LLAMA_SOURCES",
+    "SLOTS",
+    "EvaGlobalEncoder",
+    "HubertAudioEncoder",
+    "MaeLocalEncoder",
+    "VideoMaeTemporalEncoder",
+    "build_tiny_checkpoints",
+    "load_encoders",
+    "preset_sources",
 ]

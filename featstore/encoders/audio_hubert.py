@@ -63,9 +63,20 @@ class HubertAudioEncoder:
         ValueError: naming any bad parameter.
     """
 
-    def __init__(self, source: str, *, device: str | None = None, dtype: str | None = None, sample_rate: int = 16000,
-                 normalize: bool = True, output_dtype: str = "float16", attn_implementation: str = "sdpa",
-                 deterministic: bool = True, upstream: Mapping[str, Any] | None = None, name: str = "audio") -> None:
+    def __init__(
+        self,
+        source: str,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        sample_rate: int = 16000,
+        normalize: bool = True,
+        output_dtype: str = "float16",
+        attn_implementation: str = "sdpa",
+        deterministic: bool = True,
+        upstream: Mapping[str, Any] | None = None,
+        name: str = "audio",
+    ) -> None:
         self.source = str(source)
         self.device = base.choose_device(device)
         self.compute_dtype = base.choose_dtype(self.device, dtype)
@@ -97,9 +108,17 @@ class HubertAudioEncoder:
             "pooling_dtype": "float32",
             **base.common_preprocess(self.config_hash, self.device, self.compute_dtype, self.attn, 1),
         }
-        return FeatureSpec(name=self.name, encoder=type(self.model).__name__, weights=self.weights,
-                           shape=(self.model.config.hidden_size,), dtype=self.output_dtype.name,
-                           preprocess=preprocess, layer=None, pooling="mean_time", source=self.source)
+        return FeatureSpec(
+            name=self.name,
+            encoder=type(self.model).__name__,
+            weights=self.weights,
+            shape=(self.model.config.hidden_size,),
+            dtype=self.output_dtype.name,
+            preprocess=preprocess,
+            layer=None,
+            pooling="mean_time",
+            source=self.source,
+        )
 
     def preprocess(self, waveform: np.ndarray) -> torch.Tensor:
         """One clip's valid float32 samples ``[n]`` to the model input ``[1, n]`` (on the CPU)."""
@@ -125,8 +144,10 @@ class HubertAudioEncoder:
             raise ValueError(f"{len(audio)} rows of {AUDIO_KEY!r} but {len(lengths)} of {LENGTH_KEY!r}")
         for i, n in enumerate(lengths):
             if not self.min_samples <= n <= audio.shape[1]:
-                raise ValueError(f"row {i}: {LENGTH_KEY} {int(n)} is outside [{self.min_samples}, {audio.shape[1]}] "
-                                 f"(at least one frame of the feature encoder, at most the row length)")
+                raise ValueError(
+                    f"row {i}: {LENGTH_KEY} {int(n)} is outside [{self.min_samples}, {audio.shape[1]}] "
+                    f"(at least one frame of the feature encoder, at most the row length)"
+                )
         out = np.empty((len(audio), self.model.config.hidden_size), dtype=self.output_dtype)
         with torch.inference_mode():
             for i, n in enumerate(lengths):

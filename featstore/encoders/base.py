@@ -21,12 +21,29 @@ ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 # Config entries that say nothing about what the network computes: provenance,
 # versions, output switches. Everything else (eps, activations, head counts,
 # image size, pooling switches...) changes the bytes and goes into the hash.
-_CONFIG_NOISE = frozenset({
-    "_name_or_path", "_commit_hash", "transformers_version", "architectures", "dtype", "torch_dtype",
-    "_attn_implementation", "_attn_implementation_autoset", "attn_implementation", "output_hidden_states",
-    "output_attentions", "return_dict", "use_cache", "id2label", "label2id", "_output_attentions",
-    "_experts_implementation", "problem_type", "tie_word_embeddings",
-})
+_CONFIG_NOISE = frozenset(
+    {
+        "_name_or_path",
+        "_commit_hash",
+        "transformers_version",
+        "architectures",
+        "dtype",
+        "torch_dtype",
+        "_attn_implementation",
+        "_attn_implementation_autoset",
+        "attn_implementation",
+        "output_hidden_states",
+        "output_attentions",
+        "return_dict",
+        "use_cache",
+        "id2label",
+        "label2id",
+        "_output_attentions",
+        "_experts_implementation",
+        "problem_type",
+        "tie_word_embeddings",
+    }
+)
 # cuBLAS needs a fixed workspace for deterministic GEMMs (CUDA docs, "Results reproducibility").
 _CUBLAS_WORKSPACE = ":4096:8"
 
@@ -165,8 +182,9 @@ def freeze(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> 
     return model.to(device=device, dtype=dtype)
 
 
-def common_preprocess(config_hash: str, device: torch.device, compute_dtype: torch.dtype, attn: str,
-                      clips_per_forward: int) -> dict:
+def common_preprocess(
+    config_hash: str, device: torch.device, compute_dtype: torch.dtype, attn: str, clips_per_forward: int
+) -> dict:
     """The spec entries every encoder records besides its own preprocessing.
 
     Args:
@@ -193,8 +211,9 @@ def common_preprocess(config_hash: str, device: torch.device, compute_dtype: tor
     }
 
 
-def pass_through(batch: Mapping[str, np.ndarray], consumed: tuple[str, ...], out_key: str,
-                 features: np.ndarray) -> dict[str, np.ndarray]:
+def pass_through(
+    batch: Mapping[str, np.ndarray], consumed: tuple[str, ...], out_key: str, features: np.ndarray
+) -> dict[str, np.ndarray]:
     """The output batch: every input column but the consumed media, plus the features.
 
     Keeping ids and other columns lets a Ray pipeline carry them past the encoder;

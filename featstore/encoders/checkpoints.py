@@ -112,16 +112,18 @@ def load_model(slot: str, model_cls: type[PreTrainedModel], source: str, **kwarg
     expected = model_cls.config_class.model_type
     found = load_config(slot, source).model_type
     if found != expected:
-        raise CheckpointError(f"{slot} encoder: checkpoint {source!r} has model_type {found!r}; "
-                              f"{model_cls.__name__} needs {expected!r}")
+        raise CheckpointError(
+            f"{slot} encoder: checkpoint {source!r} has model_type {found!r}; {model_cls.__name__} needs {expected!r}"
+        )
     try:
         model, info = model_cls.from_pretrained(source, output_loading_info=True, dtype="auto", **kwargs)
     except OSError as e:
         raise not_found(slot, source, _short(e)) from None
     except (RuntimeError, ValueError) as e:
         # transformers raises these for weights of the wrong shape or an unusable config.
-        raise CheckpointError(f"{slot} encoder: checkpoint {source!r} cannot be loaded as "
-                              f"{model_cls.__name__}: {_short(e)}") from None
+        raise CheckpointError(
+            f"{slot} encoder: checkpoint {source!r} cannot be loaded as {model_cls.__name__}: {_short(e)}"
+        ) from None
     bad = sorted(info.get("missing_keys", ())) + sorted(str(k) for k in info.get("mismatched_keys", ()))
     if bad:
         raise CheckpointError(
@@ -177,9 +179,9 @@ def _read_prefixed(path: str, kind: str, prefix: str) -> dict[str, torch.Tensor]
         from safetensors import safe_open
 
         with safe_open(path, framework="pt") as f:
-            return {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+            return {k[len(prefix) :]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
     state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def assign_weights(slot: str, source: str, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:

@@ -63,11 +63,23 @@ class EvaGlobalEncoder:
         ValueError: naming any bad parameter.
     """
 
-    def __init__(self, source: str, *, device: str | None = None, dtype: str | None = None, image_size: int = 448,
-                 resample: str = "bicubic", image_mean: Sequence[float] = pixels.CLIP_MEAN,
-                 image_std: Sequence[float] = pixels.CLIP_STD, output_dtype: str = "float16",
-                 attn_implementation: str = "sdpa", clips_per_forward: int = 1, deterministic: bool = True,
-                 upstream: Mapping[str, Any] | None = None, name: str = "global") -> None:
+    def __init__(
+        self,
+        source: str,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        image_size: int = 448,
+        resample: str = "bicubic",
+        image_mean: Sequence[float] = pixels.CLIP_MEAN,
+        image_std: Sequence[float] = pixels.CLIP_STD,
+        output_dtype: str = "float16",
+        attn_implementation: str = "sdpa",
+        clips_per_forward: int = 1,
+        deterministic: bool = True,
+        upstream: Mapping[str, Any] | None = None,
+        name: str = "global",
+    ) -> None:
         self.source = str(source)
         self.device = base.choose_device(device)
         self.compute_dtype = base.choose_dtype(self.device, dtype)
@@ -106,12 +118,21 @@ class EvaGlobalEncoder:
             "trained_image_size": self.model.config.image_size,
             "output": "last_hidden_state (after post_layernorm)",
             "pillow_version": pixels.PILLOW_VERSION,
-            **base.common_preprocess(self.config_hash, self.device, self.compute_dtype, self.attn,
-                                     self.clips_per_forward),
+            **base.common_preprocess(
+                self.config_hash, self.device, self.compute_dtype, self.attn, self.clips_per_forward
+            ),
         }
-        return FeatureSpec(name=self.name, encoder=type(self.model).__name__, weights=self.weights,
-                           shape=(self.num_tokens, self.model.config.hidden_size), dtype=self.output_dtype.name,
-                           preprocess=preprocess, layer=None, pooling="none", source=self.source)
+        return FeatureSpec(
+            name=self.name,
+            encoder=type(self.model).__name__,
+            weights=self.weights,
+            shape=(self.num_tokens, self.model.config.hidden_size),
+            dtype=self.output_dtype.name,
+            preprocess=preprocess,
+            layer=None,
+            pooling="none",
+            source=self.source,
+        )
 
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 ``[B, H, W, 3]`` to the float32 pixel tensor ``[B, 3, S, S]`` the model takes (on the CPU)."""

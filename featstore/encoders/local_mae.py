@@ -57,12 +57,25 @@ class MaeLocalEncoder:
         ValueError: naming any bad parameter.
     """
 
-    def __init__(self, source: str, *, device: str | None = None, dtype: str | None = None, image_size: int = 224,
-                 resample: str = "bilinear", image_mean: Sequence[float] = pixels.IMAGENET_MEAN,
-                 image_std: Sequence[float] = pixels.IMAGENET_STD, include_cls: bool = False,
-                 frames: int | None = None, output_dtype: str = "float16", attn_implementation: str = "sdpa",
-                 clips_per_forward: int = 1, deterministic: bool = True,
-                 upstream: Mapping[str, Any] | None = None, name: str = "local") -> None:
+    def __init__(
+        self,
+        source: str,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        image_size: int = 224,
+        resample: str = "bilinear",
+        image_mean: Sequence[float] = pixels.IMAGENET_MEAN,
+        image_std: Sequence[float] = pixels.IMAGENET_STD,
+        include_cls: bool = False,
+        frames: int | None = None,
+        output_dtype: str = "float16",
+        attn_implementation: str = "sdpa",
+        clips_per_forward: int = 1,
+        deterministic: bool = True,
+        upstream: Mapping[str, Any] | None = None,
+        name: str = "local",
+    ) -> None:
         self.source = str(source)
         self.device = base.choose_device(device)
         self.compute_dtype = base.choose_dtype(self.device, dtype)
@@ -81,14 +94,15 @@ class MaeLocalEncoder:
         self.name = name
         if deterministic:
             base.ask_for_determinism(self.device)
-        model = checkpoints.load_model(name, ViTMAEModel, self.source, mask_ratio=0.0,
-                                       attn_implementation=self.attn)
+        model = checkpoints.load_model(name, ViTMAEModel, self.source, mask_ratio=0.0, attn_implementation=self.attn)
         self.weights = base.fingerprint_state_dict(model)
         self.config_hash = base.fingerprint_config(model.config)
         self.model = base.freeze(model, self.device, self.compute_dtype)
         if self.image_size != model.config.image_size:
-            raise ValueError(f"image_size {image_size} differs from the checkpoint's {model.config.image_size}; "
-                             "ViTMAE's fixed sin-cos position table only fits its own size")
+            raise ValueError(
+                f"image_size {image_size} differs from the checkpoint's {model.config.image_size}; "
+                "ViTMAE's fixed sin-cos position table only fits its own size"
+            )
         self.num_patches = (self.image_size // model.config.patch_size) ** 2
 
     @property
@@ -108,12 +122,21 @@ class MaeLocalEncoder:
             "include_cls": self.include_cls,
             "pooling_dtype": "float32",
             "pillow_version": pixels.PILLOW_VERSION,
-            **base.common_preprocess(self.config_hash, self.device, self.compute_dtype, self.attn,
-                                     self.clips_per_forward),
+            **base.common_preprocess(
+                self.config_hash, self.device, self.compute_dtype, self.attn, self.clips_per_forward
+            ),
         }
-        return FeatureSpec(name=self.name, encoder=type(self.model).__name__, weights=self.weights,
-                           shape=(self.model.config.hidden_size,), dtype=self.output_dtype.name,
-                           preprocess=preprocess, layer=None, pooling="mean_tokens_then_frames", source=self.source)
+        return FeatureSpec(
+            name=self.name,
+            encoder=type(self.model).__name__,
+            weights=self.weights,
+            shape=(self.model.config.hidden_size,),
+            dtype=self.output_dtype.name,
+            preprocess=preprocess,
+            layer=None,
+            pooling="mean_tokens_then_frames",
+            source=self.source,
+        )
 
     def preprocess(self, faces: np.ndarray) -> torch.Tensor:
         """uint8 ``[N, H, W, 3]`` face crops to the float32 pixel tensor ``[N, 3, S, S]`` (on the CPU)."""
@@ -141,8 +164,9 @@ class MaeLocalEncoder:
         """
         faces = base.require_column(batch, INPUT_KEY, 5, np.uint8)
         if faces.shape[1] < 1 or (self.frames is not None and faces.shape[1] != self.frames):
-            raise ValueError(f"column {INPUT_KEY!r} has {faces.shape[1]} frames per clip; "
-                             f"expected {self.frames or 'at least 1'}")
+            raise ValueError(
+                f"column {INPUT_KEY!r} has {faces.shape[1]} frames per clip; expected {self.frames or 'at least 1'}"
+            )
         out = np.empty((len(faces), self.model.config.hidden_size), dtype=self.output_dtype)
         with torch.inference_mode():
             for a, b in base.chunks(len(faces), self.clips_per_forward):

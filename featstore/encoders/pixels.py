@@ -96,7 +96,7 @@ def center_crop(frame: np.ndarray, height: int, width: int) -> np.ndarray:
     if h < height or w < width:
         raise ValueError(f"cannot centre-crop {height}x{width} from a {h}x{w} frame")
     top, left = (h - height) // 2, (w - width) // 2
-    return frame[top:top + height, left:left + width]
+    return frame[top : top + height, left : left + width]
 
 
 def normalize(frames: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

@@ -45,57 +45,135 @@ from featstore.encoders.temporal_videomae import VideoMaeTemporalEncoder
 from featstore.names import PRESETS, SLOTS
 from featstore.spec import canonical_json
 
-ENCODERS = MappingProxyType({
-    "global": EvaGlobalEncoder, "local": MaeLocalEncoder, "temporal": VideoMaeTemporalEncoder,
-    "audio": HubertAudioEncoder,
-})
-EMOTION_LLAMA_SOURCES = MappingProxyType({
-    "global": "Salesforce/blip2-opt-2.7b",
-    "local": "facebook/vit-mae-large",
-    "temporal": "MCG-NJU/videomae-large",
-    "audio": "TencentGameMate/chinese-hubert-large",
-})
+ENCODERS = MappingProxyType(
+    {
+        "global": EvaGlobalEncoder,
+        "local": MaeLocalEncoder,
+        "temporal": VideoMaeTemporalEncoder,
+        "audio": HubertAudioEncoder,
+    }
+)
+EMOTION_LLAMA_SOURCES = MappingProxyType(
+    {
+        "global": "Salesforce/blip2-opt-2.7b",
+        "local": "facebook/vit-mae-large",
+        "temporal": "MCG-NJU/videomae-large",
+        "audio": "TencentGameMate/chinese-hubert-large",
+    }
+)
 TINY_SEED = 0
 _RECIPE_FILE = "featstore_tiny.json"
 
 # Real configs' key numbers, from each checkpoint's config.json (no download needed):
 # EVA ViT-g/14 as BLIP-2 keeps it (Blip2VisionConfig defaults: 39 blocks, 1408 wide).
-REAL_EVA = dict(hidden_size=1408, intermediate_size=6144, num_hidden_layers=39, num_attention_heads=16,
-                image_size=224, patch_size=14, layer_norm_eps=1e-6, qkv_bias=True)
+REAL_EVA = dict(
+    hidden_size=1408,
+    intermediate_size=6144,
+    num_hidden_layers=39,
+    num_attention_heads=16,
+    image_size=224,
+    patch_size=14,
+    layer_norm_eps=1e-6,
+    qkv_bias=True,
+)
 # facebook/vit-mae-large encoder (the decoder is not part of ViTMAEModel).
-REAL_MAE = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                image_size=224, patch_size=16, layer_norm_eps=1e-12, qkv_bias=True, mask_ratio=0.0)
+REAL_MAE = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    image_size=224,
+    patch_size=16,
+    layer_norm_eps=1e-12,
+    qkv_bias=True,
+    mask_ratio=0.0,
+)
 # MCG-NJU/videomae-large (pre-training checkpoint: final layer norm, no mean pooling).
-REAL_VIDEOMAE = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                     image_size=224, patch_size=16, num_frames=16, tubelet_size=2, layer_norm_eps=1e-12,
-                     qkv_bias=True, use_mean_pooling=False)
+REAL_VIDEOMAE = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    image_size=224,
+    patch_size=16,
+    num_frames=16,
+    tubelet_size=2,
+    layer_norm_eps=1e-12,
+    qkv_bias=True,
+    use_mean_pooling=False,
+)
 # TencentGameMate/chinese-hubert-large: layer-norm conv features, pre-norm ("stable") transformer.
-REAL_HUBERT = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                   feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=False,
-                   conv_dim=(512,) * 7, conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2),
-                   num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16)
+REAL_HUBERT = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    feat_extract_norm="layer",
+    do_stable_layer_norm=True,
+    conv_bias=False,
+    conv_dim=(512,) * 7,
+    conv_stride=(5, 2, 2, 2, 2, 2, 2),
+    conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+    num_conv_pos_embeddings=128,
+    num_conv_pos_embedding_groups=16,
+)
 
 # Tiny stand-ins: the real structure (patch grids, frame counts, conv strides,
 # norm placement) at width 32 and depth 2; initializer_range 0.02 because
 # Blip2VisionConfig's default (1e-10) would make a random tower all but constant.
 _TINY_BLOCK = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
 TINY_EVA = {**REAL_EVA, **_TINY_BLOCK, "initializer_range": 0.02}
-TINY_MAE = {**REAL_MAE, **_TINY_BLOCK, "decoder_hidden_size": 32, "decoder_num_hidden_layers": 1,
-            "decoder_num_attention_heads": 4, "decoder_intermediate_size": 64}
-TINY_VIDEOMAE = {**REAL_VIDEOMAE, **_TINY_BLOCK, "decoder_hidden_size": 32, "decoder_num_hidden_layers": 1,
-                 "decoder_num_attention_heads": 4, "decoder_intermediate_size": 64}
-TINY_HUBERT = {**REAL_HUBERT, **_TINY_BLOCK, "conv_dim": (32,) * 7, "num_conv_pos_embeddings": 16,
-               "num_conv_pos_embedding_groups": 4}
-_TINY_QFORMER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-                     vocab_size=64, max_position_embeddings=32)
-_TINY_OPT = dict(model_type="opt", hidden_size=32, ffn_dim=64, num_hidden_layers=1, num_attention_heads=4,
-                 vocab_size=64, word_embed_proj_dim=32, max_position_embeddings=32)
+TINY_MAE = {
+    **REAL_MAE,
+    **_TINY_BLOCK,
+    "decoder_hidden_size": 32,
+    "decoder_num_hidden_layers": 1,
+    "decoder_num_attention_heads": 4,
+    "decoder_intermediate_size": 64,
+}
+TINY_VIDEOMAE = {
+    **REAL_VIDEOMAE,
+    **_TINY_BLOCK,
+    "decoder_hidden_size": 32,
+    "decoder_num_hidden_layers": 1,
+    "decoder_num_attention_heads": 4,
+    "decoder_intermediate_size": 64,
+}
+TINY_HUBERT = {
+    **REAL_HUBERT,
+    **_TINY_BLOCK,
+    "conv_dim": (32,) * 7,
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 4,
+}
+_TINY_QFORMER = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=4,
+    vocab_size=64,
+    max_position_embeddings=32,
+)
+_TINY_OPT = dict(
+    model_type="opt",
+    hidden_size=32,
+    ffn_dim=64,
+    num_hidden_layers=1,
+    num_attention_heads=4,
+    vocab_size=64,
+    word_embed_proj_dim=32,
+    max_position_embeddings=32,
+)
 
 
 def real_config(slot: str) -> PretrainedConfig:
     """The real encoder's config for ``slot``, from the constants above (for meta-device checks and benchmarks)."""
-    configs = {"global": lambda: Blip2VisionConfig(**REAL_EVA), "local": lambda: ViTMAEConfig(**REAL_MAE),
-               "temporal": lambda: VideoMAEConfig(**REAL_VIDEOMAE), "audio": lambda: HubertConfig(**REAL_HUBERT)}
+    configs = {
+        "global": lambda: Blip2VisionConfig(**REAL_EVA),
+        "local": lambda: ViTMAEConfig(**REAL_MAE),
+        "temporal": lambda: VideoMAEConfig(**REAL_VIDEOMAE),
+        "audio": lambda: HubertConfig(**REAL_HUBERT),
+    }
     return configs[check_slot(slot)]()
 
 
@@ -112,9 +190,11 @@ def check_slot(slot: str) -> str:
 
 def _tiny_recipes() -> dict[str, Callable[[], PreTrainedModel]]:
     """How each tiny checkpoint is built, as the class its real counterpart is saved as."""
+
     def blip2() -> PreTrainedModel:
-        config = Blip2Config(vision_config=TINY_EVA, qformer_config=_TINY_QFORMER, text_config=_TINY_OPT,
-                             num_query_tokens=4)
+        config = Blip2Config(
+            vision_config=TINY_EVA, qformer_config=_TINY_QFORMER, text_config=_TINY_OPT, num_query_tokens=4
+        )
         return Blip2ForConditionalGeneration(config)
 
     return {
@@ -127,10 +207,21 @@ def _tiny_recipes() -> dict[str, Callable[[], PreTrainedModel]]:
 
 def _recipe_id(slot: str, seed: int) -> str:
     """A hash of everything that decides a tiny checkpoint's bytes, to tell a stale folder from a current one."""
-    configs = {"global": [TINY_EVA, _TINY_QFORMER, _TINY_OPT], "local": TINY_MAE, "temporal": TINY_VIDEOMAE,
-               "audio": TINY_HUBERT}
-    text = canonical_json({"slot": slot, "seed": seed, "config": json.loads(json.dumps(configs[slot])),
-                           "transformers": transformers.__version__, "torch": torch.__version__})
+    configs = {
+        "global": [TINY_EVA, _TINY_QFORMER, _TINY_OPT],
+        "local": TINY_MAE,
+        "temporal": TINY_VIDEOMAE,
+        "audio": TINY_HUBERT,
+    }
+    text = canonical_json(
+        {
+            "slot": slot,
+            "seed": seed,
+            "config": json.loads(json.dumps(configs[slot])),
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+        }
+    )
     return hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
 
 
@@ -175,8 +266,9 @@ def _build_one(folder: Path, build: Callable[[], PreTrainedModel], seed: int, re
     os.replace(tmp, folder)
 
 
-def preset_sources(preset: str, overrides: Mapping[str, str] | None = None,
-                   tiny_dir: str | os.PathLike | None = None) -> dict[str, str]:
+def preset_sources(
+    preset: str, overrides: Mapping[str, str] | None = None, tiny_dir: str | os.PathLike | None = None
+) -> dict[str, str]:
     """Slot to checkpoint source for a preset, with per-slot overrides applied.
 
     Raises:
@@ -197,9 +289,14 @@ def preset_sources(preset: str, overrides: Mapping[str, str] | None = None,
     return sources
 
 
-def load_encoders(preset: str, slots: tuple[str, ...] | list[str] = SLOTS, overrides: Mapping[str, str] | None = None,
-                  device: str | None = None, tiny_dir: str | os.PathLike | None = None,
-                  options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+def load_encoders(
+    preset: str,
+    slots: tuple[str, ...] | list[str] = SLOTS,
+    overrides: Mapping[str, str] | None = None,
+    device: str | None = None,
+    tiny_dir: str | os.PathLike | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Load the encoders of ``slots`` from a preset.
 
     Args:

@@ -57,11 +57,24 @@ class VideoMaeTemporalEncoder:
         ValueError: naming any bad parameter.
     """
 
-    def __init__(self, source: str, *, device: str | None = None, dtype: str | None = None, shortest_edge: int = 224,
-                 crop_size: int = 224, resample: str = "bilinear", image_mean: Sequence[float] = pixels.IMAGENET_MEAN,
-                 image_std: Sequence[float] = pixels.IMAGENET_STD, output_dtype: str = "float16",
-                 attn_implementation: str = "sdpa", clips_per_forward: int = 1, deterministic: bool = True,
-                 upstream: Mapping[str, Any] | None = None, name: str = "temporal") -> None:
+    def __init__(
+        self,
+        source: str,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        shortest_edge: int = 224,
+        crop_size: int = 224,
+        resample: str = "bilinear",
+        image_mean: Sequence[float] = pixels.IMAGENET_MEAN,
+        image_std: Sequence[float] = pixels.IMAGENET_STD,
+        output_dtype: str = "float16",
+        attn_implementation: str = "sdpa",
+        clips_per_forward: int = 1,
+        deterministic: bool = True,
+        upstream: Mapping[str, Any] | None = None,
+        name: str = "temporal",
+    ) -> None:
         self.source = str(source)
         self.device = base.choose_device(device)
         self.compute_dtype = base.choose_dtype(self.device, dtype)
@@ -81,8 +94,9 @@ class VideoMaeTemporalEncoder:
             base.ask_for_determinism(self.device)
         model = checkpoints.load_model(name, VideoMAEModel, self.source, attn_implementation=self.attn)
         if self.crop_size != model.config.image_size:
-            raise ValueError(f"crop_size {crop_size} differs from the checkpoint's image size "
-                             f"{model.config.image_size}")
+            raise ValueError(
+                f"crop_size {crop_size} differs from the checkpoint's image size {model.config.image_size}"
+            )
         self.num_frames = model.config.num_frames
         self.weights = base.fingerprint_state_dict(model)
         self.config_hash = base.fingerprint_config(model.config)
@@ -103,12 +117,21 @@ class VideoMaeTemporalEncoder:
             "masking": "none",
             "pooling_dtype": "float32",
             "pillow_version": pixels.PILLOW_VERSION,
-            **base.common_preprocess(self.config_hash, self.device, self.compute_dtype, self.attn,
-                                     self.clips_per_forward),
+            **base.common_preprocess(
+                self.config_hash, self.device, self.compute_dtype, self.attn, self.clips_per_forward
+            ),
         }
-        return FeatureSpec(name=self.name, encoder=type(self.model).__name__, weights=self.weights,
-                           shape=(self.model.config.hidden_size,), dtype=self.output_dtype.name,
-                           preprocess=preprocess, layer=None, pooling="mean_tokens", source=self.source)
+        return FeatureSpec(
+            name=self.name,
+            encoder=type(self.model).__name__,
+            weights=self.weights,
+            shape=(self.model.config.hidden_size,),
+            dtype=self.output_dtype.name,
+            preprocess=preprocess,
+            layer=None,
+            pooling="mean_tokens",
+            source=self.source,
+        )
 
     def preprocess(self, clips: np.ndarray) -> torch.Tensor:
         """uint8 ``[B, T, H, W, 3]`` to the float32 pixel tensor ``[B, T, 3, S, S]`` (on the CPU)."""
@@ -132,8 +155,10 @@ class VideoMaeTemporalEncoder:
         """
         clips = base.require_column(batch, INPUT_KEY, 5, np.uint8)
         if clips.shape[1] != self.num_frames:
-            raise ValueError(f"column {INPUT_KEY!r} has {clips.shape[1]} frames per clip; "
-                             f"the checkpoint takes exactly {self.num_frames}")
+            raise ValueError(
+                f"column {INPUT_KEY!r} has {clips.shape[1]} frames per clip; "
+                f"the checkpoint takes exactly {self.num_frames}"
+            )
         out = np.empty((len(clips), self.model.config.hidden_size), dtype=self.output_dtype)
         with torch.inference_mode():
             for a, b in base.chunks(len(clips), self.clips_per_forward):

@@ -15,8 +15,18 @@ FORMATS = ("auto", *MANIFEST_FORMATS)
 
 
 # Fields saved in the store (see ExtractConfig.saved).
-SAVED_FIELDS = ("format", "annotation", "preset", "encoders", "checkpoint", "batch_size", "unit_size",
-                "global_frame", "local_frames", "decode_timeout")
+SAVED_FIELDS = (
+    "format",
+    "annotation",
+    "preset",
+    "encoders",
+    "checkpoint",
+    "batch_size",
+    "unit_size",
+    "global_frame",
+    "local_frames",
+    "decode_timeout",
+)
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
@@ -29,37 +39,57 @@ class ExtractConfig:
 
     dataset: str | None = _opt(None, "dataset root folder; default: make the demo dataset under --work-dir")
     format: str = _opt("auto", "annotation format: " + ", ".join(FORMATS), choices=FORMATS)
-    annotation: str | None = _opt(None, "annotation file (relative to the dataset root) when auto-detection is ambiguous")
+    annotation: str | None = _opt(
+        None, "annotation file (relative to the dataset root) when auto-detection is ambiguous"
+    )
     store: str | None = _opt(None, "feature store: local path or fsspec URL; default: WORK_DIR/store.zarr")
     work_dir: str = _opt("demo_out", "folder for the demo dataset, tiny checkpoints and default outputs")
-    preset: str = _opt("tiny", "encoder checkpoints: 'tiny' (small random models, CPU) or 'emotion-llama' (the real ones)",
-                       choices=PRESETS)
+    preset: str = _opt(
+        "tiny",
+        "encoder checkpoints: 'tiny' (small random models, CPU) or 'emotion-llama' (the real ones)",
+        choices=PRESETS,
+    )
     encoders: str = _opt(",".join(SLOTS), "comma-separated subset of encoder slots: " + ",".join(SLOTS))
-    checkpoint: list[str] = _opt((), "override one slot's checkpoint: SLOT=PATH_OR_HUB_NAME (repeatable)",
-                                 action="append")
+    checkpoint: list[str] = _opt(
+        (), "override one slot's checkpoint: SLOT=PATH_OR_HUB_NAME (repeatable)", action="append"
+    )
     actors: int = _opt(1, "actors per encoder (each loads its model once)")
-    gpus_per_actor: float | None = _opt(None, "GPUs per encoder actor (fractions share a GPU); default: 1 if the "
-                                              "cluster has GPUs, else 0 (CPU)")
-    cpus_per_actor: float = _opt(0.25, "CPUs reserved per encoder actor: small, so decode tasks keep the CPUs "
-                                       "(an actor that reserves a whole CPU can starve decoding and hang)")
+    gpus_per_actor: float | None = _opt(
+        None, "GPUs per encoder actor (fractions share a GPU); default: 1 if the cluster has GPUs, else 0 (CPU)"
+    )
+    cpus_per_actor: float = _opt(
+        0.25,
+        "CPUs reserved per encoder actor: small, so decode tasks keep the CPUs "
+        "(an actor that reserves a whole CPU can starve decoding and hang)",
+    )
     decode_cpus: float = _opt(1.0, "CPUs per decode task")
     batch_size: int = _opt(1, "clips per forward pass of the vision encoders (audio always runs one clip at a time)")
     unit_size: int = _opt(16, "samples per work unit = per Zarr chunk; a power of two")
     limit: int | None = _opt(None, "only the first N samples of the manifest")
     retry_failed: bool = _opt(False, "recompute samples recorded as failed (default: only pending ones)")
-    export_wds: str | None = _opt(None, "after extraction, write WebDataset shards here; default with no "
-                                        "--dataset: WORK_DIR/shards")
+    export_wds: str | None = _opt(
+        None, "after extraction, write WebDataset shards here; default with no --dataset: WORK_DIR/shards"
+    )
     strict: bool = _opt(False, "exit non-zero if any sample failed")
-    global_frame: str = _opt("peak", "frame for the global encoder: peak (MERR peak_index, else middle), middle, first",
-                             choices=("peak", "middle", "first"))
+    global_frame: str = _opt(
+        "peak",
+        "frame for the global encoder: peak (MERR peak_index, else middle), middle, first",
+        choices=("peak", "middle", "first"),
+    )
     local_frames: int = _opt(8, "frames sampled for the MAE face crops")
     decode_timeout: float = _opt(60.0, "seconds allowed per clip and modality before it is recorded as failed")
     summary_json: str | None = _opt(None, "also write the run summary as JSON to this local path")
-    verbose: bool = _opt(False, "show Ray's and Ray Data's own output on the terminal (default: a progress bar and "
-                                "the summary; the engine's output goes to a log file in the Ray session's folder)")
-    ray_address: str | None = _opt(None, "Ray cluster address; default: the one `ray job submit` gives, else a "
-                                         "cluster running on this machine, else a local Ray started for this run; "
-                                         "'local' always starts a fresh local Ray")
+    verbose: bool = _opt(
+        False,
+        "show Ray's and Ray Data's own output on the terminal (default: a progress bar and "
+        "the summary; the engine's output goes to a log file in the Ray session's folder)",
+    )
+    ray_address: str | None = _opt(
+        None,
+        "Ray cluster address; default: the one `ray job submit` gives, else a "
+        "cluster running on this machine, else a local Ray started for this run; "
+        "'local' always starts a fresh local Ray",
+    )
 
     def __post_init__(self) -> None:
         slots = self.slots()

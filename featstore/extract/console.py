@@ -124,8 +124,15 @@ class ProgressBar:
     thread that polls a ProgressCounter; on a non-terminal it prints a line at each
     tenth of the work instead of redrawing."""
 
-    def __init__(self, counter: ray.actor.ActorHandle, units: int, clips: int, out: IO[str],
-                 clock: Callable[[], float] = time.monotonic, interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        counter: ray.actor.ActorHandle,
+        units: int,
+        clips: int,
+        out: IO[str],
+        clock: Callable[[], float] = time.monotonic,
+        interval: float = 0.5,
+    ) -> None:
         self.counter, self.units, self.clips, self.out = counter, units, clips, out
         self.clock, self.interval = clock, interval
         self.tty = out.isatty()
@@ -155,8 +162,10 @@ class ProgressBar:
         eta = "--:--" if left is None else time.strftime("%M:%S", time.gmtime(left))
         width = 24
         done = int(width * units / self.units) if self.units else width
-        return (f"extract [{'#' * done}{'.' * (width - done)}] units {units}/{self.units}  "
-                f"clips {clips}/{self.clips}  {rate:.2f} clips/s  ETA {eta}")
+        return (
+            f"extract [{'#' * done}{'.' * (width - done)}] units {units}/{self.units}  "
+            f"clips {clips}/{self.clips}  {rate:.2f} clips/s  ETA {eta}"
+        )
 
     def _draw(self, final: bool) -> None:
         try:

@@ -25,5 +25,3 @@ def decode_unit(row: dict[str, Any], root: str, cfg: DecodeConfig) -> dict[str, 
     work.seconds["decode"] = time.perf_counter() - t0
     maybe_fault("decode", work.unit)
     return {"work": work}
-
-

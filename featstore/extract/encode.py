@@ -36,8 +36,9 @@ def load_one_encoder(slot: str, preset: str, source: str | None, options: dict[s
     """Load one slot's encoder on this process's device (the GPU Ray assigned, else CPU)."""
     quiet_transformers()
     overrides = {slot: source} if source else None
-    return load_encoders(preset, [slot], overrides=overrides, tiny_dir=TINY_DIR if preset == "tiny" else None,
-                         options={slot: options})[slot]
+    return load_encoders(
+        preset, [slot], overrides=overrides, tiny_dir=TINY_DIR if preset == "tiny" else None, options={slot: options}
+    )[slot]
 
 
 class EncodeStage:
@@ -48,8 +49,9 @@ class EncodeStage:
     version would otherwise write different bytes under the same id).
     """
 
-    def __init__(self, slot: str, preset: str, source: str | None, options: dict[str, Any], spec_id: str,
-                 batch_size: int) -> None:
+    def __init__(
+        self, slot: str, preset: str, source: str | None, options: dict[str, Any], spec_id: str, batch_size: int
+    ) -> None:
         from featstore.encoders.presets import build_tiny_checkpoints
 
         quiet_transformers()
@@ -58,12 +60,18 @@ class EncodeStage:
         self.slot, self.batch_size = slot, batch_size
         self.encoder = load_one_encoder(slot, preset, source, options)
         ctx = ray.get_runtime_context()
-        self.device = {"pid": os.getpid(), "node": ctx.get_node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-                       "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                       "torch_device": str(self.encoder.device)}
+        self.device = {
+            "pid": os.getpid(),
+            "node": ctx.get_node_id(),
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "torch_device": str(self.encoder.device),
+        }
         if self.encoder.spec.id != spec_id:
-            raise SpecMismatchError(f"{slot} encoder on this worker has spec id {self.encoder.spec.id}, "
-                               f"the store expects {spec_id}: mixed GPU types or library versions?")
+            raise SpecMismatchError(
+                f"{slot} encoder on this worker has spec id {self.encoder.spec.id}, "
+                f"the store expects {spec_id}: mixed GPU types or library versions?"
+            )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for work in batch["work"]:
@@ -84,12 +92,10 @@ class EncodeStage:
         ok = [c for c in work.clips if self.slot not in c.failures]
         # Fixed sub-batches in unit order; clips of other frame sizes go in their own batch.
         for start in range(0, len(ok), self.batch_size):
-            group = ok[start:start + self.batch_size]
+            group = ok[start : start + self.batch_size]
             for shape in dict.fromkeys(c.arrays[INPUT_KEY[self.slot]].shape for c in group):
                 same = [c for c in group if c.arrays[INPUT_KEY[self.slot]].shape == shape]
                 ids, inputs = collate(same, self.slot)
                 feats = self.encoder(inputs)[self.slot]
                 out[[row[i] for i in ids]] = feats
         return out
-
-

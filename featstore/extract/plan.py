@@ -37,7 +37,9 @@ def unit_works(store: FeatureStore, keys: dict[str, str], retry_failed: bool) ->
     """The pending work units and, for each, the slots still to compute. Samples
     come from the store's own annotations (media paths included), so a unit is
     complete even when this run's manifest covers only part of the store."""
-    samples_by_id = {sid: {"sample_id": sid, "video": None, **ann} for sid, ann in zip(store.sample_ids, store.annotations())}
+    samples_by_id = {
+        sid: {"sample_id": sid, "video": None, **ann} for sid, ann in zip(store.sample_ids, store.annotations())
+    }
     todo: dict[int, list[str]] = {}
     for slot, key in keys.items():
         for unit in store.feature(key).pending_units(retry_failed):
@@ -45,7 +47,6 @@ def unit_works(store: FeatureStore, keys: dict[str, str], retry_failed: bool) ->
     unit_size = store.feature(next(iter(keys.values()))).unit_size
     works = []
     for unit in sorted(todo):
-        ids = store.sample_ids[unit * unit_size:(unit + 1) * unit_size]
+        ids = store.sample_ids[unit * unit_size : (unit + 1) * unit_size]
         works.append(UnitWork(unit, [samples_by_id[i] for i in ids], todo[unit]))
     return works
-

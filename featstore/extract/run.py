@@ -89,8 +89,14 @@ def prepare(cfg: ExtractConfig, decode: DecodeConfig) -> Prepared:
     store = FeatureStore.open_or_create(cfg.store or str(Path(cfg.work_dir) / "store.zarr"))
     store.cleanup_partials()  # no writer runs yet: leftovers are from killed runs
     added = store.add_manifest(manifest)
-    log.info("manifest %s: %d samples, %d unusable; store %s: %s", root, len(manifest), len(manifest.problems),
-             store.url, added)
+    log.info(
+        "manifest %s: %d samples, %d unusable; store %s: %s",
+        root,
+        len(manifest),
+        len(manifest.problems),
+        store.url,
+        added,
+    )
     gpus = cfg.gpus_per_actor
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
@@ -98,8 +104,9 @@ def prepare(cfg: ExtractConfig, decode: DecodeConfig) -> Prepared:
     # Specs depend on the device type, so they are made where the actors will run;
     # on CPU-only runs that is any process, this one included (no worker start-up).
     make = _spec_task.options(num_gpus=gpus, num_cpus=cfg.cpus_per_actor).remote if gpus else spec_of
-    refs = {slot: make(slot, cfg.preset, overrides.get(slot), encoder_options(cfg, decode, slot))
-            for slot in cfg.slots()}
+    refs = {
+        slot: make(slot, cfg.preset, overrides.get(slot), encoder_options(cfg, decode, slot)) for slot in cfg.slots()
+    }
     keys = {}
     for slot, ref in refs.items():
         spec = FeatureSpec.from_dict(ray.get(ref) if gpus else ref)
@@ -111,17 +118,26 @@ def prepare(cfg: ExtractConfig, decode: DecodeConfig) -> Prepared:
 def build_dataset(cfg: ExtractConfig, decode: DecodeConfig, prep: Prepared, works: list) -> ray.data.Dataset:
     """units -> decode tasks -> one actor pool per encoder."""
     ds = ray.data.from_items([{"work": w} for w in works], override_num_blocks=max(1, len(works)))
-    ds = ds.map(decode_unit, fn_kwargs={"root": str(prep.manifest.root.resolve()), "cfg": decode},
-                num_cpus=cfg.decode_cpus)
+    ds = ds.map(
+        decode_unit, fn_kwargs={"root": str(prep.manifest.root.resolve()), "cfg": decode}, num_cpus=cfg.decode_cpus
+    )
     overrides = cfg.overrides()
     for slot, key in prep.keys.items():
         spec_id = prep.store.feature(key).spec.id
         ds = ds.map_batches(
-            EncodeStage, batch_size=1, compute=ray.data.ActorPoolStrategy(size=cfg.actors),
-            num_gpus=prep.gpus_per_actor, num_cpus=cfg.cpus_per_actor,
-            fn_constructor_kwargs={"slot": slot, "preset": cfg.preset, "source": overrides.get(slot),
-                                   "options": encoder_options(cfg, decode, slot), "spec_id": spec_id,
-                                   "batch_size": cfg.batch_size},
+            EncodeStage,
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=cfg.actors),
+            num_gpus=prep.gpus_per_actor,
+            num_cpus=cfg.cpus_per_actor,
+            fn_constructor_kwargs={
+                "slot": slot,
+                "preset": cfg.preset,
+                "source": overrides.get(slot),
+                "options": encoder_options(cfg, decode, slot),
+                "spec_id": spec_id,
+                "batch_size": cfg.batch_size,
+            },
         )
     return ds
 
@@ -135,21 +151,29 @@ def run_extract(cfg: ExtractConfig, console: Console | None = None) -> dict[str,
             Ray session's folder once Ray is up; default: no bar, nothing moved.
     """
     t0 = time.perf_counter()
-    decode = DecodeConfig(global_frame=cfg.global_frame, local_frames=cfg.local_frames,
-                          timeout_s=cfg.decode_timeout)
+    decode = DecodeConfig(global_frame=cfg.global_frame, local_frames=cfg.local_frames, timeout_s=cfg.decode_timeout)
     ctx = ray.init(address=cfg.ray_address, ignore_reinit_error=True, log_to_driver=cfg.verbose)
     ray.data.DataContext.get_current().enable_progress_bars = cfg.verbose
     if console is not None:
         console.move_log(Path(ctx.address_info["session_dir"]) / "logs")
     prep = prepare(cfg, decode)
     works = unit_works(prep.store, prep.keys, cfg.retry_failed)
-    log.info("%d pending unit(s) of %d samples; encoders %s, %d actor(s) each, %s GPU(s) per actor",
-             len(works), cfg.unit_size, list(prep.keys), cfg.actors, prep.gpus_per_actor)
+    log.info(
+        "%d pending unit(s) of %d samples; encoders %s, %d actor(s) each, %s GPU(s) per actor",
+        len(works),
+        cfg.unit_size,
+        list(prep.keys),
+        cfg.actors,
+        prep.gpus_per_actor,
+    )
     counter = ProgressCounter.remote() if console is not None and works else None
     sink = StoreSink(prep.store.url, prep.keys, counter)
     if works:
-        with ProgressBar(counter, len(works), sum(len(w.samples) for w in works), console.out) if counter \
-                else contextlib.nullcontext():
+        with (
+            ProgressBar(counter, len(works), sum(len(w.samples) for w in works), console.out)
+            if counter
+            else contextlib.nullcontext()
+        ):
             build_dataset(cfg, decode, prep, works).write_datasink(sink)
     summary = summarize(FeatureStore.open(prep.store.url), prep, sink.stats, time.perf_counter() - t0)
     if cfg.export_wds or (cfg.export_wds is None and not cfg.dataset):

@@ -46,19 +46,26 @@ class StoreSink(Datasink):
         written = {}
         for slot in work.slots:
             feat = store.feature(self.keys[slot])
-            written[slot] = feat.write_unit(work.unit, work.features[slot], failures=work.failures[slot],
-                                            retry_failed=True)
+            written[slot] = feat.write_unit(
+                work.unit, work.features[slot], failures=work.failures[slot], retry_failed=True
+            )
         maybe_fault("sink", work.unit)
         seconds = {**work.seconds, "write": time.perf_counter() - t0}
         failed = {slot: len(f) for slot, f in work.failures.items()}
         if self.progress is not None:  # fire and forget: the bar must not slow the writes
             self.progress.add.remote(len(work.samples))
         log.info("unit %d: %d clips, slots %s, failed %s", work.unit, len(work.samples), work.slots, failed)
-        return {"unit": work.unit, "pid": os.getpid(), "clips": len(work.samples), "slots": work.slots, "written": written,
-                "failures": {s: {i: list(v) for i, v in f.items()} for s, f in work.failures.items()},
-                "seconds": seconds, "faces": list(work.faces), "devices": work.devices}
+        return {
+            "unit": work.unit,
+            "pid": os.getpid(),
+            "clips": len(work.samples),
+            "slots": work.slots,
+            "written": written,
+            "failures": {s: {i: list(v) for i, v in f.items()} for s, f in work.failures.items()},
+            "seconds": seconds,
+            "faces": list(work.faces),
+            "devices": work.devices,
+        }
 
     def on_write_complete(self, write_result: WriteResult) -> None:
         self.stats = [s for ret in write_result.write_returns for s in ret]
-
-

@@ -21,11 +21,16 @@ def summarize(store: FeatureStore, prep: Any, stats: list[dict], wall: float) ->
     clips = sum(s["clips"] for s in stats)
     faces = [sum(s["faces"][i] for s in stats) for i in (0, 1)]
     return {
-        "store": store.url, "samples": store.num_samples, "units_run": len(stats), "clips_run": clips,
+        "store": store.url,
+        "samples": store.num_samples,
+        "units_run": len(stats),
+        "clips_run": clips,
         "manifest_problems": [{"sample_id": s.sample_id, "reason": s.error} for s in prep.manifest.problems],
         "specs": {slot: {"key": k, **store.feature(k).counts()} for slot, k in prep.keys.items()},
-        "failed_by_reason": dict(reasons), "stage_seconds": {k: round(v, 2) for k, v in seconds.items()},
-        "faces_found": faces, "wall_seconds": round(wall, 2),
+        "failed_by_reason": dict(reasons),
+        "stage_seconds": {k: round(v, 2) for k, v in seconds.items()},
+        "faces_found": faces,
+        "wall_seconds": round(wall, 2),
         "actors": _actors(stats),
         "unit_writers": {str(s["unit"]): s["pid"] for s in stats},  # unit -> the process whose write succeeded
         "clips_per_second": round(clips / wall, 3) if wall else None,
@@ -43,15 +48,21 @@ def _actors(stats: list[dict]) -> dict[str, list[dict]]:
 
 def summary_lines(s: dict[str, Any]) -> list[str]:
     """The summary as a person reads it: per spec counts, failures by reason, time per stage, outputs."""
-    lines = [f"store {s['store']}: {s['samples']} samples; this run: {s['clips_run']} clips in {s['units_run']} "
-             f"units, {s['wall_seconds']} s ({s['clips_per_second']} clips/s)"]
+    lines = [
+        f"store {s['store']}: {s['samples']} samples; this run: {s['clips_run']} clips in {s['units_run']} "
+        f"units, {s['wall_seconds']} s ({s['clips_per_second']} clips/s)"
+    ]
     for slot, c in s["specs"].items():
-        lines.append(f"  {slot:<9} {c['key']:<28} committed {c['committed']:>6}  failed {c['failed']:>5}  "
-                     f"pending {c['pending']:>5}")
+        lines.append(
+            f"  {slot:<9} {c['key']:<28} committed {c['committed']:>6}  failed {c['failed']:>5}  "
+            f"pending {c['pending']:>5}"
+        )
     lines += [f"  failed: {n} x {reason}" for reason, n in sorted(s["failed_by_reason"].items())]
     lines += [f"  not in store: {p['sample_id']}: {p['reason']}" for p in s["manifest_problems"]]
-    lines.append(f"  time per stage (summed over workers): {s['stage_seconds']}; faces found in "
-                 f"{s['faces_found'][0]}/{s['faces_found'][1]} frames")
+    lines.append(
+        f"  time per stage (summed over workers): {s['stage_seconds']}; faces found in "
+        f"{s['faces_found'][0]}/{s['faces_found'][1]} frames"
+    )
     if "shards" in s:
         lines.append(f"  shards: {s['shards']['samples']} samples in {s['shards']['out']}")
     if s.get("engine_log"):

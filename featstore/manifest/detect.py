@@ -35,8 +35,13 @@ class Sources:
     transcripts: Path | None
 
 
-def plan_sources(root: Path, format: str, annotation: str | os.PathLike | None,
-                 labels: str | os.PathLike | None, transcripts: str | os.PathLike | None) -> Sources:
+def plan_sources(
+    root: Path,
+    format: str,
+    annotation: str | os.PathLike | None,
+    labels: str | os.PathLike | None,
+    transcripts: str | os.PathLike | None,
+) -> Sources:
     """Pick the annotation file and its join partners, from the arguments or by looking in ``root``.
 
     Only the top level of ``root`` is searched. With ``format="auto"`` and no
@@ -64,8 +69,10 @@ def plan_sources(root: Path, format: str, annotation: str | os.PathLike | None,
     """
     if format != "auto" and format not in FORMATS:
         raise ManifestError(f"unknown manifest format {format!r}; expected 'auto' or one of {FORMATS}")
-    ann, lab, tra = (_locate(root, p, role) for p, role in
-                     ((annotation, "annotation"), (labels, "labels"), (transcripts, "transcripts")))
+    ann, lab, tra = (
+        _locate(root, p, role)
+        for p, role in ((annotation, "annotation"), (labels, "labels"), (transcripts, "transcripts"))
+    )
     found = scan_root(root)
     if ann is None and lab is not None and (format == "mer2023" or (format == "auto" and not found["merr"])):
         ann, lab = lab, None  # a MER2023 label list is its own annotation
@@ -74,8 +81,10 @@ def plan_sources(root: Path, format: str, annotation: str | os.PathLike | None,
     elif format == "auto":
         format = classify(ann) or _undetectable(ann)
     if lab is not None and format != "merr":
-        raise ManifestError(f"labels={lab} joins a label list into a MERR annotation; format {format!r} "
-                            "takes its labels from its annotation file")
+        raise ManifestError(
+            f"labels={lab} joins a label list into a MERR annotation; format {format!r} "
+            "takes its labels from its annotation file"
+        )
     if format == "merr" and lab is None:
         lab = _at_most_one(root, found["mer2023"], "label lists to join into the MERR annotation", "labels=")
     if tra is None:
@@ -143,8 +152,10 @@ def _pick_annotation(root: Path, format: str, found: dict[str, list[Path]]) -> t
         return candidates[0]
     what = "annotation files" if format == "auto" else f"{format!r} annotation files"
     if not candidates:
-        raise ManifestError(f"{root}: no {what} found; looked for manifest.csv, manifest.jsonl, a MERR *.json, "
-                            "a MER2023 label list or a DFEW label file; pass format= and annotation=")
+        raise ManifestError(
+            f"{root}: no {what} found; looked for manifest.csv, manifest.jsonl, a MERR *.json, "
+            "a MER2023 label list or a DFEW label file; pass format= and annotation="
+        )
     names = [f"{path.name} ({kind})" for kind, path in candidates]
     raise ManifestError(f"{root}: several candidate {what}: {names}; pass format= or annotation= to choose one")
 

@@ -110,8 +110,10 @@ def read_generic_csv(path: Path) -> list[Record]:
     header, body = read_csv_table(path)
     missing = [name for name in ("sample_id", "video") if name not in header]
     if missing:
-        raise ManifestError(f"{path}: line 1: header {header} lacks column(s) {missing}; "
-                            "expected sample_id,video[,audio,transcript,label,...]")
+        raise ManifestError(
+            f"{path}: line 1: header {header} lacks column(s) {missing}; "
+            "expected sample_id,video[,audio,transcript,label,...]"
+        )
     records = []
     for line, row in body:
         where = f"{path}: line {line}"
@@ -235,11 +237,16 @@ def _label_list_columns(path: Path, rows: list) -> tuple[dict[str, int | None], 
     head = [field.lower() for field in rows[0][1]]
     if head[0] not in NAME_COLUMNS:
         return {"name": 0, "n_frames": 1, "label": 2, "valence": 3}, None, rows
-    columns = {"name": 0, "label": _first_index(head, LABEL_COLUMNS),
-               "n_frames": _first_index(head, _FRAMES_COLUMNS), "valence": _first_index(head, _VALENCE_COLUMNS)}
+    columns = {
+        "name": 0,
+        "label": _first_index(head, LABEL_COLUMNS),
+        "n_frames": _first_index(head, _FRAMES_COLUMNS),
+        "valence": _first_index(head, _VALENCE_COLUMNS),
+    }
     if columns["label"] is None:
-        raise ManifestError(f"{path}: line {rows[0][0]}: header {rows[0][1]} has no label column "
-                            f"(one of {LABEL_COLUMNS})")
+        raise ManifestError(
+            f"{path}: line {rows[0][0]}: header {rows[0][1]} has no label column (one of {LABEL_COLUMNS})"
+        )
     return columns, len(head), rows[1:]
 
 

@@ -29,8 +29,13 @@ __all__ = ["Manifest", "Sample", "load_manifest"]
 
 # Version of the saved-manifest JSONL layout (header line + one sample per line).
 JSONL_VERSION = 1
-_READERS = {"csv": read_generic_csv, "jsonl": read_generic_jsonl, "merr": read_merr_json,
-            "mer2023": read_label_list, "dfew": read_dfew_csv}
+_READERS = {
+    "csv": read_generic_csv,
+    "jsonl": read_generic_jsonl,
+    "merr": read_merr_json,
+    "mer2023": read_label_list,
+    "dfew": read_dfew_csv,
+}
 # Formats that name clips, not paths: the video is found by file stem under the root.
 _STEM_FORMATS = ("merr", "mer2023", "dfew")
 _OPTIONAL_TEXT = ("video", "audio", "transcript", "label", "caption", "reasoning", "media_hash", "error")
@@ -138,8 +143,9 @@ class Manifest:
         for sample in self.samples:
             if not isinstance(sample, Sample):
                 raise TypeError(f"Manifest.samples must hold Sample objects, got {sample!r}")
-        check_unique([s.sample_id for s in self.samples], [f"position {i}" for i in range(len(self.samples))],
-                     "manifest")
+        check_unique(
+            [s.sample_id for s in self.samples], [f"position {i}" for i in range(len(self.samples))], "manifest"
+        )
         object.__setattr__(self, "_by_id", {s.sample_id: i for i, s in enumerate(self.samples)})
 
     def __len__(self) -> int:
@@ -186,8 +192,17 @@ class Manifest:
         Raises:
             ManifestError: A sample's ``extra`` is not JSON-able (names the sample).
         """
-        lines = [json.dumps({"featstore_manifest": JSONL_VERSION, "root": str(self.root), "format": self.format,
-                             "samples": len(self.samples)}, ensure_ascii=False)]
+        lines = [
+            json.dumps(
+                {
+                    "featstore_manifest": JSONL_VERSION,
+                    "root": str(self.root),
+                    "format": self.format,
+                    "samples": len(self.samples),
+                },
+                ensure_ascii=False,
+            )
+        ]
         for sample in self.samples:
             try:
                 lines.append(json.dumps(sample.to_dict(), ensure_ascii=False, allow_nan=False))
@@ -211,10 +226,16 @@ class Manifest:
         while lines and not lines[-1].strip():
             lines.pop()
         header = _json_line(source, lines, 0)
-        if not isinstance(header, dict) or header.get("featstore_manifest") != JSONL_VERSION \
-                or not isinstance(header.get("root"), str) or not isinstance(header.get("format"), str):
-            raise ManifestError(f"{source}: line 1: not a featstore manifest header (version {JSONL_VERSION}, "
-                                f"with root and format), got {lines[0][:200]!r}")
+        if (
+            not isinstance(header, dict)
+            or header.get("featstore_manifest") != JSONL_VERSION
+            or not isinstance(header.get("root"), str)
+            or not isinstance(header.get("format"), str)
+        ):
+            raise ManifestError(
+                f"{source}: line 1: not a featstore manifest header (version {JSONL_VERSION}, "
+                f"with root and format), got {lines[0][:200]!r}"
+            )
         samples = []
         for i in range(1, len(lines)):
             entry = _json_line(source, lines, i)
@@ -227,9 +248,15 @@ class Manifest:
         return cls(root=Path(header["root"]), format=header["format"], samples=tuple(samples))
 
 
-def load_manifest(root: str | os.PathLike, format: str = "auto", *, annotation: str | os.PathLike | None = None,
-                  labels: str | os.PathLike | None = None, transcripts: str | os.PathLike | None = None,
-                  hash_media: bool = True) -> Manifest:
+def load_manifest(
+    root: str | os.PathLike,
+    format: str = "auto",
+    *,
+    annotation: str | os.PathLike | None = None,
+    labels: str | os.PathLike | None = None,
+    transcripts: str | os.PathLike | None = None,
+    hash_media: bool = True,
+) -> Manifest:
     """Load a dataset folder into one validated table of samples.
 
     Args:
@@ -285,8 +312,9 @@ def _build_samples(root: Path, records: list[Record], hash_media: bool) -> list[
     for i, (record, (video, audio, error)) in enumerate(zip(records, checked)):
         digest, hash_error = digests.get(i, (None, None))
         fields = {name: record[name] for name in ("transcript", "label", "caption", "reasoning", "extra")}
-        samples.append(Sample(record["sample_id"], video, audio, **fields, media_hash=digest,
-                              error=error or hash_error))
+        samples.append(
+            Sample(record["sample_id"], video, audio, **fields, media_hash=digest, error=error or hash_error)
+        )
     return samples
 
 
@@ -330,8 +358,10 @@ def _merge(record: Record, key: str, value: Any, source: str, target: dict | Non
     if current is None:
         target[key] = value
     elif current != value:
-        raise ManifestError(f"sample {record['sample_id']!r}: {key} {current!r} from {record['where']} "
-                            f"disagrees with {value!r} from {source}")
+        raise ManifestError(
+            f"sample {record['sample_id']!r}: {key} {current!r} from {record['where']} "
+            f"disagrees with {value!r} from {source}"
+        )
 
 
 def _json_line(source: Path, lines: list[str], index: int) -> Any:

@@ -71,12 +71,16 @@ class VideoIndex:
         if not found and fuzzy_digits and sample_id.isascii() and sample_id.isdigit():
             found = self._numbered().get(int(sample_id), [])
         if len(found) > 1:
-            raise ManifestError(f"sample {sample_id!r}: several video files share its name: {found}; "
-                                "keep one or pass a generic manifest with explicit paths")
+            raise ManifestError(
+                f"sample {sample_id!r}: several video files share its name: {found}; "
+                "keep one or pass a generic manifest with explicit paths"
+            )
         if found:
             return found[0], None
-        reason = (f"missing video file {sample_id}.* (no file named {sample_id} with extension "
-                  f"{'/'.join(VIDEO_EXTS)} under the dataset root)")
+        reason = (
+            f"missing video file {sample_id}.* (no file named {sample_id} with extension "
+            f"{'/'.join(VIDEO_EXTS)} under the dataset root)"
+        )
         if self._not_searched:
             reason += f" (not searched: {self._not_searched})"
         return None, reason
@@ -113,8 +117,10 @@ def check_media(root: Path, record: Record) -> tuple[str | None, str | None, str
         UnsafePathError: A path is absolute or escapes ``root`` (names the sample).
     """
     sample_id = record["sample_id"]
-    paths = {role: None if record[role] is None else safe_relpath(root, record[role], sample_id)
-             for role in ("video", "audio")}
+    paths = {
+        role: None if record[role] is None else safe_relpath(root, record[role], sample_id)
+        for role in ("video", "audio")
+    }
     problems = [record["error"]] if record.get("error") else []
     for role, rel in paths.items():
         if rel is not None:
@@ -137,8 +143,9 @@ def _file_problem(path: Path, role: str, rel: str) -> str | None:
     return None
 
 
-def hash_all(root: Path, media: list[tuple[str | None, str | None]], threads: int = HASH_THREADS
-             ) -> list[tuple[str | None, str | None]]:
+def hash_all(
+    root: Path, media: list[tuple[str | None, str | None]], threads: int = HASH_THREADS
+) -> list[tuple[str | None, str | None]]:
     """Hash each ``(video, audio)`` pair's bytes, in parallel, keeping input order.
 
     Args:

@@ -45,8 +45,12 @@ DEFAULT_RATE = 16_000  # what chinese-hubert-large expects
 # at 16 kHz) to produce its first frame; less cannot be encoded at all.
 MIN_SECONDS = 0.025
 # torchaudio.functional.resample's defaults, written out because they decide the bytes.
-RESAMPLER = {"function": "torchaudio.functional.resample", "lowpass_filter_width": 6, "rolloff": 0.99,
-             "resampling_method": "sinc_interp_hann"}
+RESAMPLER = {
+    "function": "torchaudio.functional.resample",
+    "lowpass_filter_width": 6,
+    "rolloff": 0.99,
+    "resampling_method": "sinc_interp_hann",
+}
 # With max_seconds, decoding stops this far past the crop, so the resampling
 # filter (6 zero crossings, well under 1 ms) sees real signal beyond the cut.
 _CROP_MARGIN_S = 1.0
@@ -82,12 +86,25 @@ class AudioDecodeConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Every parameter that decides the decoded bytes, as a stable JSON-able dict."""
-        versions = {**pyav_versions(), "torch": torch.__version__.split("+")[0],
-                    "torchaudio": torchaudio.__version__.split("+")[0]}
-        return {"decoder": "audio", "backend": "pyav", "versions": versions, "sample_rate": self.sample_rate,
-                "channels": 1, "downmix": "mean", "dtype": "float32", "clip": [-1.0, 1.0],
-                "trim": "stream duration", "resampler": dict(RESAMPLER), "max_seconds": self.max_seconds,
-                "min_seconds": self.min_seconds}
+        versions = {
+            **pyav_versions(),
+            "torch": torch.__version__.split("+")[0],
+            "torchaudio": torchaudio.__version__.split("+")[0],
+        }
+        return {
+            "decoder": "audio",
+            "backend": "pyav",
+            "versions": versions,
+            "sample_rate": self.sample_rate,
+            "channels": 1,
+            "downmix": "mean",
+            "dtype": "float32",
+            "clip": [-1.0, 1.0],
+            "trim": "stream duration",
+            "resampler": dict(RESAMPLER),
+            "max_seconds": self.max_seconds,
+            "min_seconds": self.min_seconds,
+        }
 
 
 @dataclass(frozen=True)
@@ -112,8 +129,9 @@ class DecodedAudio:
         return self.waveform.shape[0] / self.sample_rate
 
 
-def decode_audio(path: str | os.PathLike, config: AudioDecodeConfig | None = None, *,
-                 timeout_s: float | None = DEFAULT_TIMEOUT_S) -> DecodedAudio:
+def decode_audio(
+    path: str | os.PathLike, config: AudioDecodeConfig | None = None, *, timeout_s: float | None = DEFAULT_TIMEOUT_S
+) -> DecodedAudio:
     """Decode the first audio stream of a file (wav, m4a, or a video clip's own track).
 
     Args:
@@ -139,20 +157,26 @@ def _decode(path: str | os.PathLike, cfg: AudioDecodeConfig, cancel: threading.E
     source, rate, channels = _read_stream(path, cfg, cancel)
     mono = source.mean(axis=0, dtype=np.float32) if channels > 1 else source[0]
     if rate != cfg.sample_rate and mono.size:
-        mono = torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(mono))[None], rate,
-                                              cfg.sample_rate)[0].numpy()
+        mono = torchaudio.functional.resample(
+            torch.from_numpy(np.ascontiguousarray(mono))[None], rate, cfg.sample_rate
+        )[0].numpy()
     if cfg.max_seconds is not None:
-        mono = mono[:round(cfg.max_seconds * cfg.sample_rate)]
+        mono = mono[: round(cfg.max_seconds * cfg.sample_rate)]
     needed = max(1, math.ceil(cfg.min_seconds * cfg.sample_rate))
     if mono.size < needed:
-        raise MediaTooShortError(f"{path} holds {mono.size} samples at {cfg.sample_rate} Hz; at least {needed} "
-                                 f"({cfg.min_seconds:g} s) are needed", stage=STAGE, path=str(path))
+        raise MediaTooShortError(
+            f"{path} holds {mono.size} samples at {cfg.sample_rate} Hz; at least {needed} "
+            f"({cfg.min_seconds:g} s) are needed",
+            stage=STAGE,
+            path=str(path),
+        )
     waveform = np.clip(mono, -1.0, 1.0).astype(np.float32, copy=False)
     return DecodedAudio(np.ascontiguousarray(waveform), cfg.sample_rate, rate, channels)
 
 
-def _read_stream(path: str | os.PathLike, cfg: AudioDecodeConfig, cancel: threading.Event
-                 ) -> tuple[np.ndarray, int, int]:
+def _read_stream(
+    path: str | os.PathLike, cfg: AudioDecodeConfig, cancel: threading.Event
+) -> tuple[np.ndarray, int, int]:
     """Decode the first audio stream to float32 ``[channels, samples]``; return it, its rate and channel count."""
     with open_av(path, stage=STAGE, kind="audio") as (container, stream):
         rate = int(stream.codec_context.sample_rate or 0)
@@ -168,13 +192,15 @@ def _read_stream(path: str | os.PathLike, cfg: AudioDecodeConfig, cancel: thread
                 if limit is not None and total >= limit:
                     break
         except av.FFmpegError as err:
-            raise UnreadableMediaError(f"FFmpeg failed decoding audio of {path} after {total} samples: {err}",
-                                       stage=STAGE, path=str(path)) from err
+            raise UnreadableMediaError(
+                f"FFmpeg failed decoding audio of {path} after {total} samples: {err}", stage=STAGE, path=str(path)
+            ) from err
         declared = _declared_samples(stream, rate)
     channel_counts = {c.shape[0] for c in chunks}
     if len(channel_counts) > 1:
-        raise UnreadableMediaError(f"{path}: channel count changes mid-stream ({sorted(channel_counts)})",
-                                   stage=STAGE, path=str(path))
+        raise UnreadableMediaError(
+            f"{path}: channel count changes mid-stream ({sorted(channel_counts)})", stage=STAGE, path=str(path)
+        )
     if not chunks:
         raise MediaTooShortError(f"{path}: the audio stream decodes to no samples", stage=STAGE, path=str(path))
     source = np.concatenate(chunks, axis=1)
@@ -186,8 +212,9 @@ def _read_stream(path: str | os.PathLike, cfg: AudioDecodeConfig, cancel: thread
 def _frame_to_float(frame: av.AudioFrame, rate: int, path: str | os.PathLike) -> np.ndarray:
     """One decoded frame as float32 ``[channels, samples]``, from planar or packed, integer or float samples."""
     if frame.sample_rate != rate:
-        raise UnreadableMediaError(f"{path}: sample rate changes mid-stream ({rate} -> {frame.sample_rate} Hz)",
-                                   stage=STAGE, path=str(path))
+        raise UnreadableMediaError(
+            f"{path}: sample rate changes mid-stream ({rate} -> {frame.sample_rate} Hz)", stage=STAGE, path=str(path)
+        )
     data = frame.to_ndarray()
     channels = len(frame.layout.channels)
     if not frame.format.is_planar:  # packed: one row of interleaved samples
@@ -196,8 +223,9 @@ def _frame_to_float(frame: av.AudioFrame, rate: int, path: str | os.PathLike) ->
     if name in ("flt", "dbl"):
         return data.astype(np.float32, copy=False)
     if name not in _INT_SCALE:
-        raise UnreadableMediaError(f"{path}: unsupported audio sample format {frame.format.name!r}", stage=STAGE,
-                                   path=str(path))
+        raise UnreadableMediaError(
+            f"{path}: unsupported audio sample format {frame.format.name!r}", stage=STAGE, path=str(path)
+        )
     offset, scale = _INT_SCALE[name]
     return ((data.astype(np.float32) - np.float32(offset)) / np.float32(scale)).astype(np.float32, copy=False)
 

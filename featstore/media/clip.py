@@ -112,8 +112,13 @@ def _decode_visual(sample: Any, root: Path, slots: list[str], cfg: DecodeConfig,
         return
     policies = cfg.policies()
     try:
-        decoded = decode_video_policies(resolve(root, sample.video), [policies[s] for s in slots], cfg.backend,
-                                        peak_index=(sample.extra or {}).get("peak_index"), timeout_s=cfg.timeout_s)
+        decoded = decode_video_policies(
+            resolve(root, sample.video),
+            [policies[s] for s in slots],
+            cfg.backend,
+            peak_index=(sample.extra or {}).get("peak_index"),
+            timeout_s=cfg.timeout_s,
+        )
     except MediaError as err:
         out.failures.update({s: _failure(err) for s in slots})
         return

@@ -35,8 +35,17 @@ from featstore.checks import positive_number
 from featstore.errors import DecodeTimeout, NoAudioStreamError, NoVideoStreamError, UnreadableMediaError
 from featstore.paths import resolve
 
-__all__ = ["DEFAULT_TIMEOUT_S", "DecodeCancelled", "check_cancel", "check_file", "check_timeout", "media_paths",
-           "open_av", "pyav_versions", "run_with_timeout"]
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "DecodeCancelled",
+    "check_cancel",
+    "check_file",
+    "check_timeout",
+    "media_paths",
+    "open_av",
+    "pyav_versions",
+    "run_with_timeout",
+]
 
 # Generous: a few-second MERR clip decodes in well under a second on one core;
 # a minute means a broken file or a stuck filesystem, not a slow clip.
@@ -70,8 +79,9 @@ def check_cancel(cancel: threading.Event) -> None:
         raise DecodeCancelled()
 
 
-def run_with_timeout(fn: Callable[[threading.Event], T], timeout_s: float | None, *, stage: str,
-                     path: str | os.PathLike) -> T:
+def run_with_timeout(
+    fn: Callable[[threading.Event], T], timeout_s: float | None, *, stage: str, path: str | os.PathLike
+) -> T:
     """Run ``fn(cancel)`` in a daemon thread and return its result, or give up after ``timeout_s``.
 
     Args:
@@ -105,8 +115,9 @@ def run_with_timeout(fn: Callable[[threading.Event], T], timeout_s: float | None
     worker.join(limit)
     if worker.is_alive():
         cancel.set()
-        raise DecodeTimeout(f"{stage} of {path} took longer than {limit:g} s; the decode was abandoned",
-                            stage=stage, path=str(path))
+        raise DecodeTimeout(
+            f"{stage} of {path} took longer than {limit:g} s; the decode was abandoned", stage=stage, path=str(path)
+        )
     if "error" in box:
         raise box["error"]
     return box["value"]
@@ -129,8 +140,9 @@ def check_file(path: str | os.PathLike, *, stage: str) -> Path:
     try:
         st = p.stat()
     except OSError as err:
-        raise UnreadableMediaError(f"cannot read media file {p}: {err.strerror or err}", stage=stage,
-                                   path=str(p)) from err
+        raise UnreadableMediaError(
+            f"cannot read media file {p}: {err.strerror or err}", stage=stage, path=str(p)
+        ) from err
     if not p.is_file():
         raise UnreadableMediaError(f"media path {p} is not a regular file", stage=stage, path=str(p))
     if st.st_size == 0:
@@ -171,8 +183,13 @@ def open_av(path: str | os.PathLike, *, stage: str, kind: str) -> Iterator[tuple
 def pyav_versions() -> dict[str, str]:
     """PyAV's version and that of the FFmpeg libraries it bundles (they decide the decoded bytes)."""
     libs = av.library_versions
-    return {"av": av.__version__, **{name: ".".join(map(str, libs[name])) for name in
-                                     ("libavcodec", "libavformat", "libswscale", "libswresample")}}
+    return {
+        "av": av.__version__,
+        **{
+            name: ".".join(map(str, libs[name]))
+            for name in ("libavcodec", "libavformat", "libswscale", "libswresample")
+        },
+    }
 
 
 def media_paths(sample: Any, root: str | os.PathLike) -> tuple[Path | None, Path | None]:

@@ -68,11 +68,23 @@ class FaceCropConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Every parameter that decides the crops' bytes, as a stable JSON-able dict."""
-        return {"cropper": "face", "detector": CASCADE_FILE, "opencv": cv2.__version__, "input": "grey (RGB2GRAY)",
-                "scale_factor": self.scale_factor, "min_neighbors": self.min_neighbors,
-                "min_face": self.min_face, "pick": "largest", "margin": self.margin, "shape": "square",
-                "clamp": "shift inside, shrink to shorter side", "fallback": "centre square",
-                "size": self.size, "resize": "INTER_AREA down, INTER_LINEAR up", "dtype": "uint8"}
+        return {
+            "cropper": "face",
+            "detector": CASCADE_FILE,
+            "opencv": cv2.__version__,
+            "input": "grey (RGB2GRAY)",
+            "scale_factor": self.scale_factor,
+            "min_neighbors": self.min_neighbors,
+            "min_face": self.min_face,
+            "pick": "largest",
+            "margin": self.margin,
+            "shape": "square",
+            "clamp": "shift inside, shrink to shorter side",
+            "fallback": "centre square",
+            "size": self.size,
+            "resize": "INTER_AREA down, INTER_LINEAR up",
+            "dtype": "uint8",
+        }
 
 
 @dataclass(frozen=True)
@@ -141,8 +153,12 @@ def detect_face(frame: np.ndarray, config: FaceCropConfig) -> tuple[int, int, in
     grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
     detector = _detector()
     with _DETECT_LOCK:
-        found = detector.detectMultiScale(grey, scaleFactor=config.scale_factor, minNeighbors=config.min_neighbors,
-                                          minSize=(config.min_face, config.min_face))
+        found = detector.detectMultiScale(
+            grey,
+            scaleFactor=config.scale_factor,
+            minNeighbors=config.min_neighbors,
+            minSize=(config.min_face, config.min_face),
+        )
     if len(found) == 0:
         return None
     # max keeps the first of equal areas, and OpenCV's order is deterministic
@@ -194,8 +210,11 @@ def _detector() -> cv2.CascadeClassifier:
     path = Path(cv2.data.haarcascades) / CASCADE_FILE
     detector = cv2.CascadeClassifier(str(path))
     if detector.empty():
-        raise FaceDetectorError(f"OpenCV cannot load its face cascade {path} (is opencv-python-headless 4.x "
-                                f"installed?)", stage=STAGE, path=str(path))
+        raise FaceDetectorError(
+            f"OpenCV cannot load its face cascade {path} (is opencv-python-headless 4.x installed?)",
+            stage=STAGE,
+            path=str(path),
+        )
     return detector
 
 

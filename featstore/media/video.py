@@ -28,8 +28,16 @@ from featstore.checks import non_negative_int, positive_int
 from featstore.errors import MediaTooShortError, NoVideoStreamError, UnreadableMediaError
 from featstore.media.common import DEFAULT_TIMEOUT_S, check_cancel, check_file, open_av, pyav_versions, run_with_timeout
 
-__all__ = ["BACKENDS", "POLICIES", "DecodedVideo", "FramePolicy", "FrameSelection", "VideoDecodeConfig",
-           "decode_video", "frame_indices"]
+__all__ = [
+    "BACKENDS",
+    "POLICIES",
+    "DecodedVideo",
+    "FramePolicy",
+    "FrameSelection",
+    "VideoDecodeConfig",
+    "decode_video",
+    "frame_indices",
+]
 
 STAGE = "decode_video"
 POLICIES = ("first", "middle", "peak", "uniform", "videomae")
@@ -172,8 +180,15 @@ class VideoDecodeConfig:
     def to_dict(self) -> dict[str, Any]:
         """Every parameter that decides the decoded bytes, as a stable JSON-able dict."""
         versions = {"decord": decord.__version__, **pyav_versions()}
-        return {"decoder": "video", "backend": self.backend, "versions": versions, "policy": self.policy.to_dict(),
-                "color": "rgb24 (libswscale defaults)", "dtype": "uint8", "layout": "THWC"}
+        return {
+            "decoder": "video",
+            "backend": self.backend,
+            "versions": versions,
+            "policy": self.policy.to_dict(),
+            "color": "rgb24 (libswscale defaults)",
+            "dtype": "uint8",
+            "layout": "THWC",
+        }
 
 
 @dataclass(frozen=True)
@@ -195,8 +210,13 @@ class DecodedVideo:
     backend: str
 
 
-def decode_video(path: str | os.PathLike, config: VideoDecodeConfig | None = None, *, peak_index: int | None = None,
-                 timeout_s: float | None = DEFAULT_TIMEOUT_S) -> DecodedVideo:
+def decode_video(
+    path: str | os.PathLike,
+    config: VideoDecodeConfig | None = None,
+    *,
+    peak_index: int | None = None,
+    timeout_s: float | None = DEFAULT_TIMEOUT_S,
+) -> DecodedVideo:
     """Decode the frames ``config.policy`` selects from a clip.
 
     Args:
@@ -219,9 +239,14 @@ def decode_video(path: str | os.PathLike, config: VideoDecodeConfig | None = Non
     return decode_video_policies(path, (cfg.policy,), cfg.backend, peak_index=peak_index, timeout_s=timeout_s)[0]
 
 
-def decode_video_policies(path: str | os.PathLike, policies: Sequence[FramePolicy], backend: str = "auto", *,
-                          peak_index: int | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S
-                          ) -> list[DecodedVideo]:
+def decode_video_policies(
+    path: str | os.PathLike,
+    policies: Sequence[FramePolicy],
+    backend: str = "auto",
+    *,
+    peak_index: int | None = None,
+    timeout_s: float | None = DEFAULT_TIMEOUT_S,
+) -> list[DecodedVideo]:
     """Decode the frames of several policies with one open and one pass: each frame
     any policy needs is decoded once. Same errors as ``decode_video``.
 
@@ -245,8 +270,9 @@ def decode_video_policies(path: str | os.PathLike, policies: Sequence[FramePolic
     return run_with_timeout(work, timeout_s, stage=STAGE, path=path)
 
 
-def _decode_decord(path: str | os.PathLike, policies: Sequence[FramePolicy], peak_index: int | None,
-                   cancel: threading.Event) -> list[DecodedVideo]:
+def _decode_decord(
+    path: str | os.PathLike, policies: Sequence[FramePolicy], peak_index: int | None, cancel: threading.Event
+) -> list[DecodedVideo]:
     """Decode the selected frames with decord (one thread, batched get_batch)."""
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
@@ -261,16 +287,18 @@ def _decode_decord(path: str | os.PathLike, policies: Sequence[FramePolicy], pea
     try:
         for start in range(0, len(wanted), _DECORD_BATCH):
             check_cancel(cancel)
-            decoded.append(reader.get_batch(wanted[start:start + _DECORD_BATCH]).asnumpy())
+            decoded.append(reader.get_batch(wanted[start : start + _DECORD_BATCH]).asnumpy())
     except (RuntimeError, decord.DECORDError) as err:
-        raise UnreadableMediaError(f"decord cannot decode frames of {path}: {_first_line(err)}", stage=STAGE,
-                                   path=str(path)) from err
+        raise UnreadableMediaError(
+            f"decord cannot decode frames of {path}: {_first_line(err)}", stage=STAGE, path=str(path)
+        ) from err
     unique, fps = np.concatenate(decoded), float(reader.get_avg_fps())
     return [DecodedVideo(_gather(unique, wanted, sel.indices), sel, len(reader), fps, "decord") for sel in selections]
 
 
-def _decode_pyav(path: str | os.PathLike, policies: Sequence[FramePolicy], peak_index: int | None,
-                 cancel: threading.Event) -> list[DecodedVideo]:
+def _decode_pyav(
+    path: str | os.PathLike, policies: Sequence[FramePolicy], peak_index: int | None, cancel: threading.Event
+) -> list[DecodedVideo]:
     """Decode the selected frames with PyAV, reading from the start and stopping after the last one needed."""
     with open_av(path, stage=STAGE, kind="video") as (container, stream):
         stream.codec_context.thread_count = 1  # like decord's num_threads=1: one core per decode task
@@ -287,11 +315,15 @@ def _decode_pyav(path: str | os.PathLike, policies: Sequence[FramePolicy], peak_
                 if k >= wanted[-1]:
                     break
         except av.FFmpegError as err:
-            raise UnreadableMediaError(f"FFmpeg failed decoding {path} after {k + 1} frames: {err}", stage=STAGE,
-                                       path=str(path)) from err
+            raise UnreadableMediaError(
+                f"FFmpeg failed decoding {path} after {k + 1} frames: {err}", stage=STAGE, path=str(path)
+            ) from err
     if len(got) < len(wanted):
-        raise UnreadableMediaError(f"{path} claims {num} frames but decoding stopped after {k + 1}; frame "
-                                   f"{wanted[-1]} was needed", stage=STAGE, path=str(path))
+        raise UnreadableMediaError(
+            f"{path} claims {num} frames but decoding stopped after {k + 1}; frame {wanted[-1]} was needed",
+            stage=STAGE,
+            path=str(path),
+        )
     unique = np.stack(got)
     return [DecodedVideo(_gather(unique, wanted, sel.indices), sel, num, fps, "pyav") for sel in selections]
 
@@ -309,8 +341,7 @@ def _count_packets(path: str | os.PathLike, cancel: threading.Event) -> int:
     return count
 
 
-def _select(policy: FramePolicy, num_frames: int, peak_index: int | None, path: str | os.PathLike
-            ) -> FrameSelection:
+def _select(policy: FramePolicy, num_frames: int, peak_index: int | None, path: str | os.PathLike) -> FrameSelection:
     """frame_indices, with the clip's path named when the clip is too short."""
     try:
         return frame_indices(policy, num_frames, peak_index)

@@ -66,7 +66,9 @@ class ExportSummary:
         return sum(s["samples"] for s in self.shards)
 
 
-def _samples(store: FeatureStore, feats: Sequence[FeatureArray], indices: list[int]) -> Iterator[list[tuple[str, bytes]]]:
+def _samples(
+    store: FeatureStore, feats: Sequence[FeatureArray], indices: list[int]
+) -> Iterator[list[tuple[str, bytes]]]:
     """Tar members of each chosen sample, reading each feature unit once."""
     annotations = store.annotations()
     blocks: dict[str, tuple[int, np.ndarray]] = {}
@@ -136,17 +138,24 @@ class _ShardWriter:
         self._file.close()
         path = f"{self.root}/{self._name}"
         self.fs.mv(f"{path}.tmp", path)
-        self.shards.append({"name": self._name, "samples": self._count, "bytes": self._hw.bytes,
-                            "sha256": self._hw.sha.hexdigest()})
+        self.shards.append(
+            {"name": self._name, "samples": self._count, "bytes": self._hw.bytes, "sha256": self._hw.sha.hexdigest()}
+        )
         if self.progress:
             self.progress(f"wrote {self._name}: {self._count} samples, {self._hw.bytes / 1e6:.1f} MB")
         self._tar = None
 
 
 def export_wds(
-    store: FeatureStore, out: str, specs: Sequence[str] | None = None, maxcount: int | None = 1000,
-    maxsize_mb: float | None = None, split: str | None = None, prefix: str | None = None,
-    ratios: Sequence[float] = DEFAULT_SPLIT_RATIOS, progress=None,
+    store: FeatureStore,
+    out: str,
+    specs: Sequence[str] | None = None,
+    maxcount: int | None = 1000,
+    maxsize_mb: float | None = None,
+    split: str | None = None,
+    prefix: str | None = None,
+    ratios: Sequence[float] = DEFAULT_SPLIT_RATIOS,
+    progress=None,
 ) -> ExportSummary:
     """Write ``OUT/{prefix}-%06d.tar`` shards and ``OUT/shards.json`` from a store.
 
@@ -203,8 +212,13 @@ def _index(store, feats, summary, split, ratios) -> dict[str, Any]:
         "split": split,
         "split_ratios": list(ratios),
         "specs": [
-            {"name": f.spec.name, "id": f.spec.id, "shape": list(f.spec.shape), "dtype": f.spec.dtype,
-             "encoder": f.spec.encoder}
+            {
+                "name": f.spec.name,
+                "id": f.spec.id,
+                "shape": list(f.spec.shape),
+                "dtype": f.spec.dtype,
+                "encoder": f.spec.encoder,
+            }
             for f in feats
         ],
         "shards": summary.shards,

@@ -150,8 +150,15 @@ class ShardDataset(IterableDataset):
         SpecMismatchError: naming expected and found ids.
     """
 
-    def __init__(self, source: str, expect: Mapping[str, str] | None = None, shuffle: int = 0, seed: int = 0,
-                 on_error: str = "raise", urls: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        source: str,
+        expect: Mapping[str, str] | None = None,
+        shuffle: int = 0,
+        seed: int = 0,
+        on_error: str = "raise",
+        urls: Sequence[str] | None = None,
+    ) -> None:
         self.source = str(source)
         self.index = read_index(self.source)
         self.specs = self.index["specs"]
@@ -196,9 +203,15 @@ class ZarrDataset(Dataset):
             samples. Indexing (``ds[i]``) always raises.
     """
 
-    def __init__(self, store: FeatureStore | str, expect: Mapping[str, str] | None = None,
-                 specs: Sequence[str] | None = None, split: str | None = None,
-                 ratios: Sequence[float] = DEFAULT_SPLIT_RATIOS, on_error: str = "raise") -> None:
+    def __init__(
+        self,
+        store: FeatureStore | str,
+        expect: Mapping[str, str] | None = None,
+        specs: Sequence[str] | None = None,
+        split: str | None = None,
+        ratios: Sequence[float] = DEFAULT_SPLIT_RATIOS,
+        on_error: str = "raise",
+    ) -> None:
         self.handler = make_handler(on_error)
         self.store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
         self.feats = resolve_specs(self.store, specs, expect)
@@ -211,7 +224,11 @@ class ZarrDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = self.selection.indices[i]
         sid = self.store.sample_ids[row]
-        out: dict[str, Any] = {"__key__": tar_key(sid), "sample_id": sid, "meta": {"sample_id": sid, **self._annotations[row]}}
+        out: dict[str, Any] = {
+            "__key__": tar_key(sid),
+            "sample_id": sid,
+            "meta": {"sample_id": sid, **self._annotations[row]},
+        }
         for f in self.feats:  # selection checked these rows are committed: read the data directly
             out[f.spec.name] = f.data_rows(row, row + 1)[0]
         return out

@@ -96,7 +96,11 @@ class FeatureArray:
     def counts(self) -> dict[str, int]:
         """Samples committed, failed and pending."""
         s = self.status()
-        return {"committed": int((s == OK).sum()), "failed": int((s == FAILED).sum()), "pending": int((s == PENDING).sum())}
+        return {
+            "committed": int((s == OK).sum()),
+            "failed": int((s == FAILED).sum()),
+            "pending": int((s == PENDING).sum()),
+        }
 
     def pending_units(self, retry_failed: bool = False) -> list[int]:
         """Units with any pending sample (or failed one, when ``retry_failed``)."""
@@ -249,7 +253,9 @@ class FeatureArray:
             raise IndexError(f"sample index {index} out of range for {n} samples")
         index %= n
         st = self._read("status", index, index + 1)[0]
-        fresh = np.array_equal(self._read("media_hash", index, index + 1)[0], self._index.hash_rows(index, index + 1)[0])
+        fresh = np.array_equal(
+            self._read("media_hash", index, index + 1)[0], self._index.hash_rows(index, index + 1)[0]
+        )
         if st != OK or not fresh:
             what = "stale" if st == OK else {PENDING: "pending", FAILED: "failed"}[int(st)]
             raise KeyError(f"sample {self._index.sample_ids[index]!r} is {what} for spec {self.spec.name!r}")

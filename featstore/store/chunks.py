@@ -24,7 +24,7 @@ def chunk_decodes(arr: zarr.Array, unit: int) -> bool:
     """Whether the chunk of work unit ``unit`` reads back (a missing chunk reads as fill values)."""
     start = unit * arr.chunks[0]
     try:
-        arr[start:min(start + arr.chunks[0], arr.shape[0])]
+        arr[start : min(start + arr.chunks[0], arr.shape[0])]
     except Exception:  # a corrupt chunk raises whatever its codec (or the reshape) raises
         return False
     return True

@@ -71,7 +71,9 @@ def check_expected(have: Mapping[str, str], expect: Mapping[str, str] | None, wh
     for name, want in (expect or {}).items():
         got = have.get(name)
         if got is None:
-            raise SpecMismatchError(f"{where} has no features named {name!r} (expected spec id {want}); it has {dict(have)}")
+            raise SpecMismatchError(
+                f"{where} has no features named {name!r} (expected spec id {want}); it has {dict(have)}"
+            )
         if got != want:
             raise SpecMismatchError(
                 f"{where}: spec {name!r} has id {got} but {want} was expected: the cache was made with "
@@ -88,7 +90,9 @@ class Selection:
 
 
 def select(
-    store: FeatureStore, feats: Sequence[FeatureArray], split: str | None = None,
+    store: FeatureStore,
+    feats: Sequence[FeatureArray],
+    split: str | None = None,
     ratios: Sequence[float] = DEFAULT_SPLIT_RATIOS,
 ) -> Selection:
     """Samples committed for every spec in ``feats`` (and in ``split``, if given).

@@ -59,7 +59,9 @@ class FeatureStore:
 
     # ---- opening ----------------------------------------------------------
     @classmethod
-    def create(cls, url: str | Path, storage_options: dict | None = None, attributes: dict | None = None) -> FeatureStore:
+    def create(
+        cls, url: str | Path, storage_options: dict | None = None, attributes: dict | None = None
+    ) -> FeatureStore:
         """Create an empty store; refuses to overwrite anything at ``url``.
 
         Raises:
@@ -73,13 +75,29 @@ class FeatureStore:
         group.attrs.update({FORMAT_KEY: FORMAT_VERSION, **(attributes or {})})
         for name, width in (("id", ID_BYTES), ("media_hash", HASH_BYTES)):
             group.create_array(
-                f"samples/{name}", shape=(0, width), chunks=(INDEX_CHUNK, width), dtype="uint8",
-                fill_value=0, compressors=compressors_for("zstd3", "uint8"),
+                f"samples/{name}",
+                shape=(0, width),
+                chunks=(INDEX_CHUNK, width),
+                dtype="uint8",
+                fill_value=0,
+                compressors=compressors_for("zstd3", "uint8"),
             )
-        group.create_array("samples/annotation_offsets", shape=(1,), chunks=(OFFSETS_CHUNK,), dtype="int64",
-                           fill_value=0, compressors=compressors_for("zstd3", "int64"))
-        group.create_array("samples/annotation_bytes", shape=(0,), chunks=(ANNOTATION_CHUNK,), dtype="uint8",
-                           fill_value=0, compressors=compressors_for("zstd3", "uint8"))
+        group.create_array(
+            "samples/annotation_offsets",
+            shape=(1,),
+            chunks=(OFFSETS_CHUNK,),
+            dtype="int64",
+            fill_value=0,
+            compressors=compressors_for("zstd3", "int64"),
+        )
+        group.create_array(
+            "samples/annotation_bytes",
+            shape=(0,),
+            chunks=(ANNOTATION_CHUNK,),
+            dtype="uint8",
+            fill_value=0,
+            compressors=compressors_for("zstd3", "uint8"),
+        )
         group.require_group(SPECS_GROUP)
         return cls(group, url)
 
@@ -243,7 +261,9 @@ class FeatureStore:
             if unit_size is not None and feat.unit_size != unit:
                 raise SpecMismatchError(f"spec {spec.key} exists with unit_size {feat.unit_size}, not {unit}")
             return feat
-        g = specs.create_group(spec.key, attributes={"spec": spec.to_dict(), "spec_id": spec.id, "unit_size": unit, "codec": codec})
+        g = specs.create_group(
+            spec.key, attributes={"spec": spec.to_dict(), "spec_id": spec.id, "unit_size": unit, "codec": codec}
+        )
         self._create_arrays(g, spec, unit, codec)
         return self._feature_by_key(spec.key)
 
@@ -259,8 +279,13 @@ class FeatureStore:
         }
         for name, (shape, dtype, comp) in layout.items():
             g.create_array(
-                name, shape=shape, chunks=(unit, *shape[1:]), dtype=dtype, fill_value=0,
-                compressors=comp, config=ARRAY_CONFIG,
+                name,
+                shape=shape,
+                chunks=(unit, *shape[1:]),
+                dtype=dtype,
+                fill_value=0,
+                compressors=comp,
+                config=ARRAY_CONFIG,
             )
 
     def _feature_by_key(self, key: str) -> FeatureArray:

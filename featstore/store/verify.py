@@ -76,7 +76,9 @@ def _unit_reasons(feat: FeatureArray, unit: int, report: VerifyReport) -> list[s
     ok = status == OK
     flat = data.reshape(len(ids), -1).astype(np.float32)
     reasons += [f"sample {ids[i]!r} has non-finite values" for i in np.flatnonzero(ok & ~np.isfinite(flat).all(axis=1))]
-    reasons += [f"sample {ids[i]!r} is committed without an input hash" for i in np.flatnonzero(ok & ~hashes.any(axis=1))]
+    reasons += [
+        f"sample {ids[i]!r} is committed without an input hash" for i in np.flatnonzero(ok & ~hashes.any(axis=1))
+    ]
     if not reasons:
         report.checked_units += 1
         report.checked_samples += int(ok.sum())

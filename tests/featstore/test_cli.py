@@ -34,7 +34,12 @@ def test_info_json(filled, capsys):
     assert rc == 0 and info["samples"] == 20
     by_name = {s["name"]: s for s in info["specs"]}
     assert {k: by_name["pooled"][k] for k in ("committed", "failed", "pending", "shape", "dtype")} == {
-        "committed": 15, "failed": 1, "pending": 4, "shape": [64], "dtype": "float16"}
+        "committed": 15,
+        "failed": 1,
+        "pending": 4,
+        "shape": [64],
+        "dtype": "float16",
+    }
     assert by_name["tokens"]["committed"] == 20 and by_name["tokens"]["id"] == w.SPECS[1].id
     assert by_name["tokens"]["bytes_stored"] > 0 and by_name["tokens"]["compression_ratio"] > 0
 
@@ -47,8 +52,16 @@ def test_info_table(filled, capsys):
 def test_failures(filled, capsys):
     rc, out, _ = run(capsys, "failures", str(filled), "--json")
     assert rc == 0
-    assert json.loads(out) == [{"spec": "pooled", "spec_id": w.SPECS[0].id, "sample_id": "clip_0007", "index": 7,
-                                "stage": "decode", "reason": "corrupt file: moov atom not found"}]
+    assert json.loads(out) == [
+        {
+            "spec": "pooled",
+            "spec_id": w.SPECS[0].id,
+            "sample_id": "clip_0007",
+            "index": 7,
+            "stage": "decode",
+            "reason": "corrupt file: moov atom not found",
+        }
+    ]
 
 
 def test_verify_ok(filled, capsys):

@@ -22,14 +22,17 @@ def loaded_after(statement: str) -> set[str]:
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-@pytest.mark.parametrize("statement", [
-    "import featstore",
-    "import featstore.store",
-    "import featstore.manifest",
-    "from featstore import FeatureStore, FeatureSpec, load_manifest, export_wds, verify_store",
-    "import featstore.cli",
-    "import featstore.names",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import featstore",
+        "import featstore.store",
+        "import featstore.manifest",
+        "from featstore import FeatureStore, FeatureSpec, load_manifest, export_wds, verify_store",
+        "import featstore.cli",
+        "import featstore.names",
+    ],
+)
 def test_core_loads_no_torch_ray_or_transformers(statement):
     assert loaded_after(statement) == set()
 

@@ -10,32 +10,38 @@ from featstore.errors import UnsafePathError
 from featstore.paths import resolve, safe_relpath
 
 
-@pytest.mark.parametrize("rel, expected", [
-    ("clips/a.mp4", "clips/a.mp4"),
-    ("./clips//a.mp4", "clips/a.mp4"),
-    ("clips\\sub\\a.mp4", "clips/sub/a.mp4"),
-    ("clips/../other/a.mp4", "other/a.mp4"),
-    ("a.mp4", "a.mp4"),
-])
+@pytest.mark.parametrize(
+    "rel, expected",
+    [
+        ("clips/a.mp4", "clips/a.mp4"),
+        ("./clips//a.mp4", "clips/a.mp4"),
+        ("clips\\sub\\a.mp4", "clips/sub/a.mp4"),
+        ("clips/../other/a.mp4", "other/a.mp4"),
+        ("a.mp4", "a.mp4"),
+    ],
+)
 def test_safe_relpath_normalises_to_posix(tmp_path, rel, expected):
     assert safe_relpath(tmp_path, rel, "s1") == expected
 
 
-@pytest.mark.parametrize("rel, why", [
-    ("/etc/passwd", "absolute"),
-    ("C:\\data\\a.mp4", "absolute"),
-    ("c:a.mp4", "absolute"),
-    ("\\\\server\\share\\a.mp4", "absolute"),
-    ("//server/share/a.mp4", "absolute"),
-    ("../x.mp4", "escapes"),
-    ("a/../../x.mp4", "escapes"),
-    ("..\\x.mp4", "escapes"),
-    ("..", "escapes"),
-    ("", "empty"),
-    ("   ", "empty"),
-    (".", "root itself"),
-    ("a\x00.mp4", "NUL"),
-])
+@pytest.mark.parametrize(
+    "rel, why",
+    [
+        ("/etc/passwd", "absolute"),
+        ("C:\\data\\a.mp4", "absolute"),
+        ("c:a.mp4", "absolute"),
+        ("\\\\server\\share\\a.mp4", "absolute"),
+        ("//server/share/a.mp4", "absolute"),
+        ("../x.mp4", "escapes"),
+        ("a/../../x.mp4", "escapes"),
+        ("..\\x.mp4", "escapes"),
+        ("..", "escapes"),
+        ("", "empty"),
+        ("   ", "empty"),
+        (".", "root itself"),
+        ("a\x00.mp4", "NUL"),
+    ],
+)
 def test_safe_relpath_refuses_unsafe_paths_naming_sample_and_path(tmp_path, rel, why):
     with pytest.raises(UnsafePathError) as info:
         safe_relpath(tmp_path, rel, "clip_7")

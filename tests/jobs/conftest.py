@@ -88,14 +88,36 @@ def sizes_dataset(tmp_path_factory) -> Path:
     return root
 
 
-def run_job(dataset: Path, out: Path, *extra: str, env: dict | None = None, timeout: int = 400,
-            ) -> tuple[subprocess.CompletedProcess, dict | None]:
+def run_job(
+    dataset: Path,
+    out: Path,
+    *extra: str,
+    env: dict | None = None,
+    timeout: int = 400,
+) -> tuple[subprocess.CompletedProcess, dict | None]:
     """Run jobs/extract.py in its own process; returns the process and its JSON summary."""
     summary = out / "summary.json"
-    cmd = [sys.executable, str(JOB), "--dataset", str(dataset), "--store", str(out / "store.zarr"),
-           "--work-dir", str(out), "--summary-json", str(summary), *ARGS, *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "TRANSFORMERS_VERBOSITY": "error", **(env or {})})
+    cmd = [
+        sys.executable,
+        str(JOB),
+        "--dataset",
+        str(dataset),
+        "--store",
+        str(out / "store.zarr"),
+        "--work-dir",
+        str(out),
+        "--summary-json",
+        str(summary),
+        *ARGS,
+        *extra,
+    ]
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "TRANSFORMERS_VERBOSITY": "error", **(env or {})},
+    )
     return proc, (json.loads(summary.read_text()) if summary.exists() else None)
 
 

@@ -39,8 +39,9 @@ def test_node_removed_mid_run(mixed_dataset, reference, tmp_path, monkeypatch):
     workers = [cluster.add_node(num_cpus=2) for _ in range(2)]
     cluster.wait_for_nodes()
     args = [*JOB_ARGS, "--ray-address", cluster.address]
-    cfg = parse_config(["--dataset", str(mixed_dataset), "--store", str(tmp_path / "store.zarr"),
-                        "--work-dir", str(tmp_path), *args])
+    cfg = parse_config(
+        ["--dataset", str(mixed_dataset), "--store", str(tmp_path / "store.zarr"), "--work-dir", str(tmp_path), *args]
+    )
     result: dict = {}
     runner = threading.Thread(target=lambda: result.update(run_extract(cfg)), daemon=True)
     try:

@@ -20,13 +20,16 @@ def test_help_explains_every_option():
         assert f.metadata["help"], f.name
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["--encoders", "global,face"], "'face'"),
-    (["--unit-size", "12"], "12"),
-    (["--actors", "0"], "--actors 0"),
-    (["--checkpoint", "video=/x"], "'video=/x'"),
-    (["--limit", "0"], "--limit 0"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--encoders", "global,face"], "'face'"),
+        (["--unit-size", "12"], "12"),
+        (["--actors", "0"], "--actors 0"),
+        (["--checkpoint", "video=/x"], "'video=/x'"),
+        (["--limit", "0"], "--limit 0"),
+    ],
+)
 def test_bad_values_are_named(argv, needle, capsys):
     with pytest.raises(SystemExit) as exit_:
         parse_config(argv)

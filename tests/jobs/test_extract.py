@@ -30,14 +30,19 @@ def test_bad_clips_recorded_per_modality(reference):
     assert summary["specs"]["audio"]["committed"] == GOOD
     store = FeatureStore.open(store_path)
     fails = {(f.spec.name, r["sample_id"]): r for f in store.features() for r in f.failures()}
-    assert set(fails) == {("local", "bad_text"), ("audio", "bad_text"), ("local", "bad_trunc"),
-                          ("audio", "bad_trunc"), ("audio", "silent")}
+    assert set(fails) == {
+        ("local", "bad_text"),
+        ("audio", "bad_text"),
+        ("local", "bad_trunc"),
+        ("audio", "bad_trunc"),
+        ("audio", "silent"),
+    }
     assert fails[("audio", "silent")]["stage"] == "decode_audio"
     assert fails[("audio", "silent")]["reason"].startswith("no_audio_stream")
     assert fails[("local", "bad_text")]["reason"].startswith("unreadable")
     assert store.attrs["extract_config"]["encoders"] == "local,audio"
     # Store order is manifest order: every full unit mixes a good and a bad clip.
-    units = [store.sample_ids[i:i + 2] for i in range(0, N, 2)]
+    units = [store.sample_ids[i : i + 2] for i in range(0, N, 2)]
     assert all(len(set(u) & set(BAD)) == 1 for u in units[:-1]) and not set(units[-1]) & set(BAD), units
 
 
@@ -89,8 +94,9 @@ def test_strict_fails_on_bad_clips(reference, mixed_dataset):
 @pytest.mark.parametrize("fault", ["encode.audio@1", "decode@2", "sink@3"])
 def test_crashed_worker_is_retried_without_loss(mixed_dataset, reference, tmp_path, fault):
     marker = tmp_path / "fired"
-    proc, summary = run_job(mixed_dataset, tmp_path, env={"FEATSTORE_FAULT": fault,
-                                                          "FEATSTORE_FAULT_MARKER": str(marker)})
+    proc, summary = run_job(
+        mixed_dataset, tmp_path, env={"FEATSTORE_FAULT": fault, "FEATSTORE_FAULT_MARKER": str(marker)}
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert marker.exists(), "the fault never fired"
     assert tree(tmp_path / "store.zarr") == tree(reference[0])
@@ -100,8 +106,11 @@ def test_sink_killed_between_data_and_commit(mixed_dataset, reference, tmp_path)
     """The write of unit 1 ([demo_0001, silent]) dies after the local spec's data
     chunk and before its commit; the retried write must redo it, not skip it."""
     marker = tmp_path / "fired"
-    proc, summary = run_job(mixed_dataset, tmp_path, env={"FEATSTORE_FAULT": "write_unit.after_data@1",
-                                                          "FEATSTORE_FAULT_MARKER": str(marker)})
+    proc, summary = run_job(
+        mixed_dataset,
+        tmp_path,
+        env={"FEATSTORE_FAULT": "write_unit.after_data@1", "FEATSTORE_FAULT_MARKER": str(marker)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert marker.exists(), "the fault never fired"
     killed = int(marker.read_text())
@@ -113,11 +122,19 @@ def test_sink_killed_between_data_and_commit(mixed_dataset, reference, tmp_path)
 
 def test_driver_killed_then_resubmitted(mixed_dataset, reference, tmp_path):
     marker = tmp_path / "fired"
-    cmd = [sys.executable, str(JOB), "--dataset", str(mixed_dataset), "--store", str(tmp_path / "store.zarr"),
-           "--work-dir", str(tmp_path), *ARGS]
+    cmd = [
+        sys.executable,
+        str(JOB),
+        "--dataset",
+        str(mixed_dataset),
+        "--store",
+        str(tmp_path / "store.zarr"),
+        "--work-dir",
+        str(tmp_path),
+        *ARGS,
+    ]
     env = {**os.environ, "FEATSTORE_FAULT": "sink.before@2:hang", "FEATSTORE_FAULT_MARKER": str(marker)}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     while not marker.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
@@ -165,8 +182,9 @@ def test_batch_size_3_on_mixed_frame_sizes_gives_the_same_bytes(sizes_dataset, t
     stores = {}
     for b in (1, 3):
         out = tmp_path / f"b{b}"
-        proc, summary = run_job(sizes_dataset, out, "--encoders", "global,audio", "--unit-size", "4",
-                                "--batch-size", str(b))
+        proc, summary = run_job(
+            sizes_dataset, out, "--encoders", "global,audio", "--unit-size", "4", "--batch-size", str(b)
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert {s: c["committed"] for s, c in summary["specs"].items()} == {"global": 6, "audio": 6}
         stores[b] = FeatureStore.open(out / "store.zarr")

@@ -18,9 +18,13 @@ SCREEN_LINES = 24
 
 
 def test_demo_job_output_is_a_bar_and_a_summary(tmp_path):
-    proc = subprocess.run([sys.executable, str(JOB), "--work-dir", str(tmp_path), "--ray-address", "local"],
-                          capture_output=True, text=True, timeout=600,
-                          env={k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "TRANSFORMERS_"))})
+    proc = subprocess.run(
+        [sys.executable, str(JOB), "--work-dir", str(tmp_path), "--ray-address", "local"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "TRANSFORMERS_"))},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     shown = (proc.stdout + proc.stderr).splitlines()
     assert len(shown) <= SCREEN_LINES, "\n".join(shown)
@@ -37,9 +41,24 @@ def test_demo_job_output_is_a_bar_and_a_summary(tmp_path):
 
 def test_verbose_shows_the_engine(tmp_path):
     """--verbose leaves Ray's output on the terminal (the store from the demo run makes it quick)."""
-    proc = subprocess.run([sys.executable, str(JOB), "--work-dir", str(tmp_path), "--ray-address", "local",
-                           "--verbose", "--encoders", "audio", "--limit", "2"],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(JOB),
+            "--work-dir",
+            str(tmp_path),
+            "--ray-address",
+            "local",
+            "--verbose",
+            "--encoders",
+            "audio",
+            "--limit",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Started a local Ray instance" in proc.stdout + proc.stderr
     assert "Ray's own output:" not in proc.stdout

@@ -41,10 +41,26 @@ def ray_head(tmp_path):
     temp_dir = tempfile.mkdtemp(prefix="rfs-", dir="/tmp")
     try:
         start = subprocess.run(
-            [RAY, "start", "--head", f"--port={PORT}", f"--dashboard-port={DASHBOARD}",
-             f"--dashboard-agent-listen-port={AGENT}", f"--ray-client-server-port={CLIENT}",
-             f"--temp-dir={temp_dir}", "--dashboard-host=127.0.0.1", "--num-cpus=2", "--num-gpus=2",
-             "--include-dashboard=true", "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=120)
+            [
+                RAY,
+                "start",
+                "--head",
+                f"--port={PORT}",
+                f"--dashboard-port={DASHBOARD}",
+                f"--dashboard-agent-listen-port={AGENT}",
+                f"--ray-client-server-port={CLIENT}",
+                f"--temp-dir={temp_dir}",
+                "--dashboard-host=127.0.0.1",
+                "--num-cpus=2",
+                "--num-gpus=2",
+                "--include-dashboard=true",
+                "--disable-usage-stats",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert start.returncode == 0, start.stdout[-2000:] + start.stderr[-2000:]
         yield f"http://127.0.0.1:{DASHBOARD}", env
     finally:
@@ -56,9 +72,29 @@ def ray_head(tmp_path):
 def test_job_submit_pins_each_actor_to_its_own_gpu(ray_head, mixed_dataset, tmp_path):
     address, env = ray_head
     summary = tmp_path / "summary.json"
-    cmd = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--runtime-env-json", EXCLUDES,
-           "--", "python", "jobs/extract.py", "--dataset", str(mixed_dataset), "--store", str(tmp_path / "store.zarr"),
-           "--work-dir", str(tmp_path), "--summary-json", str(summary), *JOB_ARGS]
+    cmd = [
+        RAY,
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--working-dir",
+        str(REPO),
+        "--runtime-env-json",
+        EXCLUDES,
+        "--",
+        "python",
+        "jobs/extract.py",
+        "--dataset",
+        str(mixed_dataset),
+        "--store",
+        str(tmp_path / "store.zarr"),
+        "--work-dir",
+        str(tmp_path),
+        "--summary-json",
+        str(summary),
+        *JOB_ARGS,
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "succeeded" in proc.stdout

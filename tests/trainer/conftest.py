@@ -18,10 +18,13 @@ CACHE_N = 8
 def annotation(i: int) -> dict:
     """Demo-like MERR annotation of sample i (what featstore's manifest keeps)."""
     label = LABELS[i % len(LABELS)]
-    return {"label": label, "transcript": f"Sentence number {i} said with {label} feeling",
-            "caption": f"A person shows a {label} face and speaks in a {label} tone.",
-            "reasoning": f"The face, the tone and the words of clip {i} point to {label}.",
-            "video": f"clips/demo_{i:04d}.mp4"}
+    return {
+        "label": label,
+        "transcript": f"Sentence number {i} said with {label} feeling",
+        "caption": f"A person shows a {label} face and speaks in a {label} tone.",
+        "reasoning": f"The face, the tone and the words of clip {i} point to {label}.",
+        "video": f"clips/demo_{i:04d}.mp4",
+    }
 
 
 def make_cache(root, n: int = CACHE_N, weights: str = "w0", maxcount: int = 2):
@@ -70,8 +73,17 @@ def make_checkpoint(store, out_dir, tiny_dir, expect, tasks: str = "emotion,reas
     from trainer.config import TrainConfig
     from trainer.recipe import TrainRecipe
 
-    cfg = TrainConfig(cache="zarr", store=str(store), tiny_dir=str(tiny_dir), out_dir=str(out_dir), expect=expect,
-                      progress=False, resume="never", tasks=tasks, shuffle_buffer=0)
+    cfg = TrainConfig(
+        cache="zarr",
+        store=str(store),
+        tiny_dir=str(tiny_dir),
+        out_dir=str(out_dir),
+        expect=expect,
+        progress=False,
+        resume="never",
+        tasks=tasks,
+        shuffle_buffer=0,
+    )
     recipe = TrainRecipe(cfg)
     recipe.setup()
     return recipe.save_checkpoint()
@@ -100,8 +112,9 @@ def demo_tree(tmp_path_factory, tiny_llm):
     store.add_manifest(manifest)
     decode = DecodeConfig()
     build_tiny_checkpoints(ENCODER_TINY_DIR)
-    options = {s: {"upstream": decode.upstream(s), **({} if s == "audio" else {"clips_per_forward": 1})}
-               for s in FEATURE_SLOTS}
+    options = {
+        s: {"upstream": decode.upstream(s), **({} if s == "audio" else {"clips_per_forward": 1})} for s in FEATURE_SLOTS
+    }
     encoders = load_encoders("tiny", list(FEATURE_SLOTS), tiny_dir=ENCODER_TINY_DIR, options=options)
     clips = [decode_clip(s, data, list(FEATURE_SLOTS), decode) for s in manifest.usable]
     for slot, enc in encoders.items():

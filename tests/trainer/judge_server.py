@@ -14,13 +14,17 @@ __all__ = ["judge_server", "reply"]
 
 def reply(content: str) -> tuple[int, dict]:
     """A 200 chat completion whose message is ``content``."""
-    return 200, {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {
-        "role": "assistant", "content": content}, "finish_reason": "stop"}]}
+    return 200, {
+        "id": "x",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+    }
 
 
 @contextmanager
-def judge_server(script: list[tuple[int, dict]], default: tuple[int, dict] | None = None,
-                 limit_s: float = 60.0) -> Iterator[tuple[str, list[dict]]]:
+def judge_server(
+    script: list[tuple[int, dict]], default: tuple[int, dict] | None = None, limit_s: float = 60.0
+) -> Iterator[tuple[str, list[dict]]]:
     """Serve ``script`` (one (status, body) per request, then ``default``); yield (url, requests).
 
     Each recorded request is ``{"path", "headers", "body"}``. The server shuts down on exit

@@ -14,8 +14,17 @@ from trainer.recipe import TrainRecipe
 
 
 def _cfg(shards, tiny_llm, out, **kw):
-    base = dict(shards=str(shards), tiny_dir=str(tiny_llm), out_dir=str(out), max_steps=2, batch_size=2,
-                shuffle_buffer=0, progress=False, lr=1e-3, warmup_steps=1)
+    base = dict(
+        shards=str(shards),
+        tiny_dir=str(tiny_llm),
+        out_dir=str(out),
+        max_steps=2,
+        batch_size=2,
+        shuffle_buffer=0,
+        progress=False,
+        lr=1e-3,
+        warmup_steps=1,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -72,8 +81,17 @@ def test_resume_on_another_cache_is_refused(trained, tiny_llm, tmp_path):
 
 def test_init_from_loads_weights_not_optimizer(trained, cache, tiny_llm, tmp_path):
     recipe, summary = trained
-    stage2 = TrainRecipe(_cfg(cache[1], tiny_llm, tmp_path, init_from=summary["checkpoint"], schedule="constant",
-                              tasks="reason_v2", lr=1e-6))
+    stage2 = TrainRecipe(
+        _cfg(
+            cache[1],
+            tiny_llm,
+            tmp_path,
+            init_from=summary["checkpoint"],
+            schedule="constant",
+            tasks="reason_v2",
+            lr=1e-6,
+        )
+    )
     stage2.setup()
     assert torch.equal(stage2.model.projector.cls.weight, recipe.model.projector.cls.weight)
     assert stage2.step == 0 and not stage2.optimizer.state

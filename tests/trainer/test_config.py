@@ -32,13 +32,16 @@ def test_help_lists_every_field(capsys):
         assert "--" + f.name.replace("_", "-") in out and f.metadata["help"]
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["--batch-size", "0"], "batch_size 0"),
-    (["--tasks", "emotion,feelings"], "unknown task 'feelings'"),
-    (["--expect", "face=abc"], r"slots \['face'\]"),
-    (["--expect", "global"], "'global' must be SLOT=ID"),
-    (["--lr", "0"], "lr 0.0 must be positive"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--batch-size", "0"], "batch_size 0"),
+        (["--tasks", "emotion,feelings"], "unknown task 'feelings'"),
+        (["--expect", "face=abc"], r"slots \['face'\]"),
+        (["--expect", "global"], "'global' must be SLOT=ID"),
+        (["--lr", "0"], "lr 0.0 must be positive"),
+    ],
+)
 def test_bad_values_are_named(argv, match, capsys):
     with pytest.raises(SystemExit):
         parse_config(argv)
@@ -54,8 +57,15 @@ def test_unknown_yaml_key_is_named(tmp_path):
 
 def test_shipped_configs():
     s1 = parse_config(["--config", str(CONFIGS / "stage1_coarse.yaml")])
-    assert (s1.tasks, s1.schedule, s1.warmup_lr, s1.lr, s1.min_lr, s1.warmup_steps, s1.epochs) == \
-           ("emotion,reason", "cosine", 1e-6, 1e-5, 1e-6, 1000, 30)
+    assert (s1.tasks, s1.schedule, s1.warmup_lr, s1.lr, s1.min_lr, s1.warmup_steps, s1.epochs) == (
+        "emotion,reason",
+        "cosine",
+        1e-6,
+        1e-5,
+        1e-6,
+        1000,
+        30,
+    )
     assert (s1.lora_r, s1.lora_alpha, s1.lora_dropout, s1.weight_decay) == (64, 16, 0.05, 0.05)
     s2 = parse_config(["--config", str(CONFIGS / "stage2_fine.yaml")])
     assert (s2.tasks, s2.schedule, s2.lr) == ("reason_v2", "constant", 1e-6) and s2.init_from

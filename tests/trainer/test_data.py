@@ -19,8 +19,9 @@ def test_shards_and_zarr_give_the_same_examples(cache):
     assert info_s.shapes["global"] == (1025, 32)
     tasks = parse_tasks("emotion,reason_v2")
     a, b = list(examples(ds_s, tasks, 0)), list(examples(ds_z, tasks, 0))
-    assert [(e.sample_id, e.task, e.answer, e.instruction) for e in a] == \
-           [(e.sample_id, e.task, e.answer, e.instruction) for e in b]
+    assert [(e.sample_id, e.task, e.answer, e.instruction) for e in a] == [
+        (e.sample_id, e.task, e.answer, e.instruction) for e in b
+    ]
     for x, y in zip(a, b):
         for slot in x.features:
             np.testing.assert_array_equal(x.features[slot], y.features[slot])
@@ -54,8 +55,10 @@ def test_tasks_answers_and_instructions():
     assert TASKS["emotion"].answer(meta) == "happy"
     assert TASKS["reason"].answer(meta) == annotation(2)["caption"]
     assert TASKS["reason_v2"].answer({"smp_reason_caption": "fine"}) == "fine"
-    assert TASKS["emotion"].instructions[0] == ("Please determine which emotion label in the video represents: "
-                                               "happy, sad, neutral, angry, worried, surprise, fear, contempt, doubt.")
+    assert TASKS["emotion"].instructions[0] == (
+        "Please determine which emotion label in the video represents: "
+        "happy, sad, neutral, angry, worried, surprise, fear, contempt, doubt."
+    )
     picks = {TASKS["reason"].instruction(f"s{i}", 0) for i in range(40)}
     assert picks == set(TASKS["reason"].instructions)  # the pool is used
     assert TASKS["reason"].instruction("s1", 0) == TASKS["reason"].instruction("s1", 0)

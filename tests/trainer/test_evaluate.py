@@ -35,8 +35,14 @@ def trained(cache, tiny_llm, tmp_path_factory):
 
 
 def _run(*args, cwd=None, env=ENV):
-    return subprocess.run([sys.executable, JOB, "--no-progress", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, JOB, "--no-progress", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _check_against_sklearn(out: Path, classes):
@@ -45,8 +51,9 @@ def _check_against_sklearn(out: Path, classes):
     truth, pred = [r["truth"] for r in rows], [r["pred"] for r in rows]
     assert m["n"] == len(rows)
     assert m["accuracy"] == pytest.approx(sk.accuracy_score(truth, pred))
-    assert m["weighted_f1"] == pytest.approx(sk.f1_score(truth, pred, labels=list(classes), average="weighted",
-                                                         zero_division=0))
+    assert m["weighted_f1"] == pytest.approx(
+        sk.f1_score(truth, pred, labels=list(classes), average="weighted", zero_division=0)
+    )
     assert m["uar"] == pytest.approx(sk.balanced_accuracy_score(truth, pred))
     cm = json.loads((out / "confusion.json").read_text())
     assert cm["classes"] == list(classes)
@@ -66,8 +73,10 @@ def test_job_writes_metrics_confusion_and_predictions(cache, trained, tmp_path):
     assert [r["truth"] for r in rows] == [annotation(i)["label"] for i in range(8)]
     assert m["spec_ids"] == ids and m["checkpoint"] == str(trained) and m["config"]["max_new_tokens"] == 3
     assert f"merr: 8 samples, accuracy {m['accuracy']:.4f}" in done.stdout
-    assert f"confusion matrix: {out}/confusion.png" in done.stdout and f"predictions: {out}/predictions.jsonl" \
-        in done.stdout
+    assert (
+        f"confusion matrix: {out}/confusion.png" in done.stdout
+        and f"predictions: {out}/predictions.jsonl" in done.stdout
+    )
 
 
 def _scripted(monkeypatch, answers: dict[str, str]):
@@ -77,20 +86,44 @@ def _scripted(monkeypatch, answers: dict[str, str]):
     monkeypatch.setattr(Answerer, "answer", answer)
 
 
-ANSWERS = {f"demo_{i:04d}": a for i, a in enumerate([
-    "The emotion is Neutral.", "angry", "She looks happy!", "joyful", "I'd say: worried.", "sad", "fear", "", "doubt"])}
+ANSWERS = {
+    f"demo_{i:04d}": a
+    for i, a in enumerate(
+        [
+            "The emotion is Neutral.",
+            "angry",
+            "She looks happy!",
+            "joyful",
+            "I'd say: worried.",
+            "sad",
+            "fear",
+            "",
+            "doubt",
+        ]
+    )
+}
 
 
 @pytest.mark.parametrize("unknown", ["neutral", "invalid"])
 def test_last_word_parsing_reaches_the_metrics(monkeypatch, cache, trained, tmp_path, unknown):
     _scripted(monkeypatch, ANSWERS)
     store, _, _ = cache
-    m = evaluate(EvalConfig(checkpoint=str(trained), store=str(store), labels="mer2023", unknown=unknown,
-                            limit=6, out_dir=str(tmp_path), progress=False))
+    m = evaluate(
+        EvalConfig(
+            checkpoint=str(trained),
+            store=str(store),
+            labels="mer2023",
+            unknown=unknown,
+            limit=6,
+            out_dir=str(tmp_path),
+            progress=False,
+        )
+    )
     # truths: neutral angry happy sad worried surprise; answers give neutral angry happy ? worried sad
     other = "neutral" if unknown == "neutral" else "invalid"
-    classes = ("neutral", "angry", "happy", "sad", "worried", "surprise") + (("invalid",) if unknown == "invalid"
-                                                                            else ())
+    classes = ("neutral", "angry", "happy", "sad", "worried", "surprise") + (
+        ("invalid",) if unknown == "invalid" else ()
+    )
     rows, saved = _check_against_sklearn(tmp_path, classes)
     assert [r["pred"] for r in rows] == ["neutral", "angry", "happy", other, "worried", "sad"]
     assert m["unknown_answers"] == saved["unknown_answers"] == 1 and m["accuracy"] == pytest.approx(4 / 6)
@@ -99,8 +132,9 @@ def test_last_word_parsing_reaches_the_metrics(monkeypatch, cache, trained, tmp_
 
 def test_job_reads_shards_in_order(cache, trained, tmp_path):
     _, shards, _ = cache
-    done = _run("--checkpoint", trained, "--cache", "shards", "--shards", shards, "--max-new-tokens", 2,
-                "--out-dir", tmp_path)
+    done = _run(
+        "--checkpoint", trained, "--cache", "shards", "--shards", shards, "--max-new-tokens", 2, "--out-dir", tmp_path
+    )
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert [r["sample_id"] for r in rows] == [f"demo_{i:04d}" for i in range(8)]
@@ -109,12 +143,26 @@ def test_job_reads_shards_in_order(cache, trained, tmp_path):
 
 def test_job_reports_invalid_answers(cache, trained, tmp_path):
     store, _, _ = cache
-    done = _run("--checkpoint", trained, "--store", store, "--max-new-tokens", 2, "--limit", 2, "--unknown", "invalid",
-                "--out-dir", tmp_path)
+    done = _run(
+        "--checkpoint",
+        trained,
+        "--store",
+        store,
+        "--max-new-tokens",
+        2,
+        "--limit",
+        2,
+        "--unknown",
+        "invalid",
+        "--out-dir",
+        tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     m = json.loads((tmp_path / "metrics.json").read_text())
-    assert f"answers whose last word is not a label: {m['invalid']} of 2 (counted as their own class 'invalid')" \
+    assert (
+        f"answers whose last word is not a label: {m['invalid']} of 2 (counted as their own class 'invalid')"
         in done.stdout
+    )
 
 
 def test_stale_cache_is_refused_naming_both_ids(cache, trained, tmp_path):
@@ -131,22 +179,44 @@ def test_labels_outside_the_set_are_refused(monkeypatch, cache, trained, tmp_pat
     _scripted(monkeypatch, ANSWERS)
     store, _, _ = cache
     with pytest.raises(ValueError, match=r"'demo_0006' has label 'fear', not one of the label set"):
-        evaluate(EvalConfig(checkpoint=str(trained), store=str(store), labels="mer2023", out_dir=str(tmp_path),
-                            progress=False))
+        evaluate(
+            EvalConfig(
+                checkpoint=str(trained), store=str(store), labels="mer2023", out_dir=str(tmp_path), progress=False
+            )
+        )
 
 
 def test_emer_scores_through_the_judge_without_showing_the_key(cache, trained, tmp_path):
     store, _, _ = cache
-    script = [reply('{"clue_overlap": 6, "label_overlap": 8}'), (503, {"error": "busy"}),
-              reply("clue overlap: 9, label overlap: 4")]
+    script = [
+        reply('{"clue_overlap": 6, "label_overlap": 8}'),
+        (503, {"error": "busy"}),
+        reply("clue overlap: 9, label overlap: 4"),
+    ]
     with judge_server(script) as (url, seen):
         env = {**ENV, "EMER_JUDGE_URL": url, "EMER_JUDGE_API_KEY": KEY}
-        done = _run("--checkpoint", trained, "--store", store, "--max-new-tokens", 2, "--limit", 2, "--emer",
-                    "--judge-backoff-s", 0.01, "--out-dir", tmp_path, env=env)
+        done = _run(
+            "--checkpoint",
+            trained,
+            "--store",
+            store,
+            "--max-new-tokens",
+            2,
+            "--limit",
+            2,
+            "--emer",
+            "--judge-backoff-s",
+            0.01,
+            "--out-dir",
+            tmp_path,
+            env=env,
+        )
     assert done.returncode == 0, done.stderr
     assert len(seen) == 3 and all(r["headers"]["Authorization"] == f"Bearer {KEY}" for r in seen)
-    assert [annotation(i)["reasoning"] in seen[k]["body"]["messages"][1]["content"] for i, k in ((0, 0), (1, 2))] \
-        == [True, True]
+    assert [annotation(i)["reasoning"] in seen[k]["body"]["messages"][1]["content"] for i, k in ((0, 0), (1, 2))] == [
+        True,
+        True,
+    ]
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["emer"] == {"clue_overlap": 7.5, "label_overlap": 6.0, "n": 2}
     assert "EMER: clue overlap 7.50, label overlap 6.00" in done.stdout

@@ -88,13 +88,16 @@ def test_unreachable_judge_names_the_url():
     assert url in str(err.value) and sleeps == [0.01] and KEY not in str(err.value)
 
 
-@pytest.mark.parametrize("text,ok", [
-    ('{"clue_overlap": 10, "label_overlap": 1}', {"clue": 10.0, "label": 1.0}),
-    ("Clue overlap: 6\nLabel overlap: 8.5", {"clue": 6.0, "label": 8.5}),
-    ('{"clue_overlap": 11, "label_overlap": 5}', None),   # outside EMER's scale
-    ('{"clue_overlap": 0, "label_overlap": 5}', None),
-    ("I cannot score this.", None),
-])
+@pytest.mark.parametrize(
+    "text,ok",
+    [
+        ('{"clue_overlap": 10, "label_overlap": 1}', {"clue": 10.0, "label": 1.0}),
+        ("Clue overlap: 6\nLabel overlap: 8.5", {"clue": 6.0, "label": 8.5}),
+        ('{"clue_overlap": 11, "label_overlap": 5}', None),  # outside EMER's scale
+        ('{"clue_overlap": 0, "label_overlap": 5}', None),
+        ("I cannot score this.", None),
+    ],
+)
 def test_replies_are_read_on_the_1_to_10_scale(text, ok):
     if ok is None:
         with pytest.raises(JudgeError, match="1-10"):

@@ -19,15 +19,18 @@ def test_label_sets_are_the_papers():
         get_label_set("emer")
 
 
-@pytest.mark.parametrize("answer,label,known", [
-    ("The emotion of the person is Happy.", "happy", True),
-    ("sad", "sad", True),
-    ("  the label is \"WORRIED\"!  ", "worried", True),
-    ("happy, not sad", "sad", True),            # the last word, not the first label found
-    ("I think she is happy and calm", "neutral", False),
-    ("", "neutral", False),
-    ("The emotion is fear.", "neutral", False),  # fear is not a MER2023 label
-])
+@pytest.mark.parametrize(
+    "answer,label,known",
+    [
+        ("The emotion of the person is Happy.", "happy", True),
+        ("sad", "sad", True),
+        ('  the label is "WORRIED"!  ', "worried", True),
+        ("happy, not sad", "sad", True),  # the last word, not the first label found
+        ("I think she is happy and calm", "neutral", False),
+        ("", "neutral", False),
+        ("The emotion is fear.", "neutral", False),  # fear is not a MER2023 label
+    ],
+)
 def test_last_word_is_the_label(answer, label, known):
     assert parse_label(answer, MER2023_LABELS) == (label, known)
 

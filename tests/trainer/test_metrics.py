@@ -16,13 +16,22 @@ MER = LABEL_SETS["mer2023"]
 DFEW = LABEL_SETS["dfew"]
 CASES = {
     # 'surprise' is in the truth but never predicted; 'worried' never occurs at all.
-    "absent_from_predictions": (MER, ["happy", "sad", "angry", "surprise", "surprise", "neutral", "happy"],
-                                ["happy", "happy", "angry", "sad", "neutral", "neutral", "sad"]),
+    "absent_from_predictions": (
+        MER,
+        ["happy", "sad", "angry", "surprise", "surprise", "neutral", "happy"],
+        ["happy", "happy", "angry", "sad", "neutral", "neutral", "sad"],
+    ),
     # 'fear' and 'disgust' are predicted but never true.
-    "absent_from_truth": (DFEW, ["happy", "happy", "sad", "neutral", "angry", "neutral"],
-                          ["fear", "happy", "disgust", "neutral", "angry", "sad"]),
-    "invalid_class": (MER + ("invalid",), ["happy", "sad", "neutral", "worried", "angry"],
-                      ["invalid", "sad", "invalid", "worried", "neutral"]),
+    "absent_from_truth": (
+        DFEW,
+        ["happy", "happy", "sad", "neutral", "angry", "neutral"],
+        ["fear", "happy", "disgust", "neutral", "angry", "sad"],
+    ),
+    "invalid_class": (
+        MER + ("invalid",),
+        ["happy", "sad", "neutral", "worried", "angry"],
+        ["invalid", "sad", "invalid", "worried", "neutral"],
+    ),
     "all_right": (MER, ["happy", "sad", "neutral"], ["happy", "sad", "neutral"]),
     "all_wrong": (DFEW, ["happy", "sad"], ["sad", "happy"]),
 }
@@ -45,7 +54,8 @@ def test_metrics_equal_scikit_learn(case):
         assert rep["accuracy"] == pytest.approx(sk.accuracy_score(truth, pred), abs=1e-12)
         assert rep["war"] == rep["accuracy"]
         assert rep["weighted_f1"] == pytest.approx(
-            sk.f1_score(truth, pred, labels=labels, average="weighted", zero_division=0), abs=1e-12)
+            sk.f1_score(truth, pred, labels=labels, average="weighted", zero_division=0), abs=1e-12
+        )
         assert rep["uar"] == pytest.approx(sk.balanced_accuracy_score(truth, pred), abs=1e-12)
         p, r, f, s = sk.precision_recall_fscore_support(truth, pred, labels=labels, zero_division=0)
         np.testing.assert_array_equal(np.asarray(rep["confusion"]), sk.confusion_matrix(truth, pred, labels=labels))

@@ -30,8 +30,12 @@ def _example(sample_id, transcript, task, answer, seed=0):
 def test_projector_matches_reference():
     torch.manual_seed(0)
     proj = FeatureProjector({"global": (1 + 4 * 6, 5), "local": (3,), "temporal": (4,), "audio": (2,)}, hidden=7)
-    feats = {"global": torch.randn(2, 25, 5), "local": torch.randn(2, 3), "temporal": torch.randn(2, 4),
-             "audio": torch.randn(2, 2)}
+    feats = {
+        "global": torch.randn(2, 25, 5),
+        "local": torch.randn(2, 3),
+        "temporal": torch.randn(2, 4),
+        "audio": torch.randn(2, 2),
+    }
     out = proj(feats)
     assert out.shape == (2, 6 + 4, 7) and proj.num_tokens == 10
     for b in range(2):
@@ -59,11 +63,11 @@ def test_prompt_layout_and_loss_mask(tokenizer, model):
     slots = torch.nonzero(mask).flatten().tolist()
     assert len(slots) == 260 and ids[0].item() == tokenizer.bos_token_id
     # 256 consecutive slots right after "<video>", 4 right after "<feature>".
-    assert tokenizer.decode(ids[1:slots[0]]) == "[INST] <video>"
+    assert tokenizer.decode(ids[1 : slots[0]]) == "[INST] <video>"
     assert slots[:256] == list(range(slots[0], slots[0] + 256))
-    assert tokenizer.decode(ids[slots[255] + 1:slots[256]]) == "</video> <feature>"
+    assert tokenizer.decode(ids[slots[255] + 1 : slots[256]]) == "</video> <feature>"
     assert slots[256:] == list(range(slots[256], slots[256] + 4))
-    rest = tokenizer.decode(ids[slots[-1] + 1:][labels[slots[-1] + 1:] == IGNORE_INDEX])
+    rest = tokenizer.decode(ids[slots[-1] + 1 :][labels[slots[-1] + 1 :] == IGNORE_INDEX])
     instruction = TASKS["emotion"].instructions[0]
     assert rest == f"</feature> The person in video says: Hello there. [emotion] {instruction} [/INST]"
     answer = labels[labels != IGNORE_INDEX].tolist()
@@ -85,8 +89,10 @@ def test_feature_tokens_are_spliced_in_order(tokenizer, model):
 
 def test_generation_prefix_embeds_like_training_prefix(tokenizer, model):
     coll = Collator(tokenizer, model.num_video_tokens, model.num_feature_tokens)
-    batch = [_example("a", "Hello there, how are you", "emotion", "happy", 1),
-             _example("b", "Hi", "reason_v2", "The face and the tone point to sad.", 2)]
+    batch = [
+        _example("a", "Hello there, how are you", "emotion", "happy", 1),
+        _example("b", "Hi", "reason_v2", "The face and the tone point to sad.", 2),
+    ]
     train, gen = coll(batch), coll(batch, generation=True)
     with torch.no_grad():
         e_train, e_gen = model.embed(train), model.embed(gen)

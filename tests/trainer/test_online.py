@@ -28,8 +28,9 @@ def clip_cache(tmp_path_factory):
     store.add_manifest(manifest)
     decode = tools.DecodeConfig()
     tools.build_tiny_checkpoints(ONLINE_TINY_DIR)
-    options = {s: {"upstream": decode.upstream(s), **({} if s == "audio" else {"clips_per_forward": 1})}
-               for s in FEATURE_SLOTS}
+    options = {
+        s: {"upstream": decode.upstream(s), **({} if s == "audio" else {"clips_per_forward": 1})} for s in FEATURE_SLOTS
+    }
     encoders = tools.load_encoders("tiny", list(FEATURE_SLOTS), tiny_dir=ONLINE_TINY_DIR, options=options)
     clips = [tools.decode_clip(s, data, list(FEATURE_SLOTS), decode) for s in manifest.usable]
     for slot, enc in encoders.items():
@@ -60,19 +61,43 @@ def _losses(cfg):
 
 def test_cached_and_online_training_give_the_same_losses(clip_cache, tiny_llm, tmp_path):
     root, data, ids = clip_cache
-    common = dict(tiny_dir=str(tiny_llm), max_steps=3, batch_size=1, shuffle_buffer=0, progress=False, lr=1e-3,
-                  warmup_steps=1, resume="never", tasks="emotion,reason", expect=ids)
+    common = dict(
+        tiny_dir=str(tiny_llm),
+        max_steps=3,
+        batch_size=1,
+        shuffle_buffer=0,
+        progress=False,
+        lr=1e-3,
+        warmup_steps=1,
+        resume="never",
+        tasks="emotion,reason",
+        expect=ids,
+    )
     cached = _losses(TrainConfig(shards=str(root / "shards"), out_dir=str(tmp_path / "cached"), **common))
-    online = _losses(TrainConfig(online=True, store=str(root / "store.zarr"), dataset_root=str(data),
-                                 out_dir=str(tmp_path / "online"), **common))
+    online = _losses(
+        TrainConfig(
+            online=True,
+            store=str(root / "store.zarr"),
+            dataset_root=str(data),
+            out_dir=str(tmp_path / "online"),
+            **common,
+        )
+    )
     assert len(cached) == len(online) == 3 and len(set(cached)) == 3
     np.testing.assert_allclose(online, cached, rtol=0, atol=1e-5)
 
 
 def test_online_refuses_other_encoders(clip_cache, tiny_llm, tmp_path):
     root, data, ids = clip_cache
-    cfg = TrainConfig(online=True, store=str(root / "store.zarr"), dataset_root=str(data), tiny_dir=str(tiny_llm),
-                      out_dir=str(tmp_path), expect={**ids, "audio": "0123456789abcdef"}, progress=False)
+    cfg = TrainConfig(
+        online=True,
+        store=str(root / "store.zarr"),
+        dataset_root=str(data),
+        tiny_dir=str(tiny_llm),
+        out_dir=str(tmp_path),
+        expect={**ids, "audio": "0123456789abcdef"},
+        progress=False,
+    )
     with pytest.raises(CacheError, match="0123456789abcdef") as err:
         TrainRecipe(cfg).setup()
     assert ids["audio"] in str(err.value)

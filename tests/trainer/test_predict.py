@@ -25,8 +25,9 @@ ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO)}
 
 
 def _run(*args, cwd):
-    return subprocess.run([sys.executable, JOB, *map(str, args)], cwd=cwd, env=ENV, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, JOB, *map(str, args)], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_no_arguments_answer_on_a_demo_clip(demo_tree):
@@ -42,8 +43,17 @@ def test_no_arguments_answer_on_a_demo_clip(demo_tree):
 def test_json_output_names_the_spec_ids(demo_tree, tmp_path):
     root, ids = demo_tree
     clip = root / "demo_out" / "data" / "clips" / "demo_0001.mp4"
-    done = _run(clip, "--checkpoint", root / "demo_out" / "train", "--json", "--max-new-tokens", 3,
-                "--transcript", "I told you not to touch my things!", cwd=tmp_path)
+    done = _run(
+        clip,
+        "--checkpoint",
+        root / "demo_out" / "train",
+        "--json",
+        "--max-new-tokens",
+        3,
+        "--transcript",
+        "I told you not to touch my things!",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["label"] in LABEL_SETS["merr"] and out["spec_ids"] == ids and out["encoders"] == "tiny"
@@ -59,8 +69,14 @@ def test_live_features_are_the_extractions_and_reach_the_training_prompt(demo_tr
         return ["The emotion is happy.", "Cheeks raised: happy."]
 
     monkeypatch.setattr(Answerer, "answer", answer)
-    out = predict(PredictConfig(clip=str(root / "demo_out/data/clips/demo_0002.mp4"),
-                                checkpoint=str(root / "demo_out/train"), transcript="We won!", max_new_tokens=1))
+    out = predict(
+        PredictConfig(
+            clip=str(root / "demo_out/data/clips/demo_0002.mp4"),
+            checkpoint=str(root / "demo_out/train"),
+            transcript="We won!",
+            max_new_tokens=1,
+        )
+    )
     assert (out["label"], out["known"], out["reasoning"]) == ("happy", True, "Cheeks raised: happy.")
     assert [e.task for e in seen] == ["emotion", "reason"] and all(e.transcript == "We won!" for e in seen)
     stored = ZarrDataset(str(root / "demo_out/store.zarr"), ids)[2]
@@ -104,8 +120,14 @@ def test_the_prompt_is_embedded_by_the_training_function(demo_tree, monkeypatch,
         return real(embedding, input_ids, feature_mask, feature_tokens)
 
     monkeypatch.setattr(trainer.model, "embed_prompt", spy)
-    predict(PredictConfig(clip=str(root / "demo_out/data/clips/demo_0001.mp4"), checkpoint=str(root / "demo_out/train"),
-                          transcript="We won!", max_new_tokens=2))
+    predict(
+        PredictConfig(
+            clip=str(root / "demo_out/data/clips/demo_0001.mp4"),
+            checkpoint=str(root / "demo_out/train"),
+            transcript="We won!",
+            max_new_tokens=2,
+        )
+    )
     assert len(calls) == 1  # one batch: the emotion and the reasoning question
     ids, mask, tokens = calls[0]
     assert mask.sum(dim=1).tolist() == [tokens.shape[1]] * 2 and tokens.abs().sum() > 0

@@ -16,11 +16,39 @@ STEPS = 12  # 8 samples x 2 tasks / batch 2 = 8 steps an epoch: crosses into epo
 
 
 def _args(shards, tiny_llm, out):
-    return [sys.executable, str(REPO / "jobs" / "train.py"), "--shards", str(shards), "--tiny-dir", str(tiny_llm),
-            "--out-dir", str(out), "--epochs", "2", "--max-steps", str(STEPS), "--batch-size", "2",
-            "--tasks", "emotion,reason", "--shuffle-buffer", "4", "--lr", "1e-3", "--warmup-steps", "3",
-            "--warmup-lr", "1e-4", "--min-lr", "1e-4", "--checkpoint-every", "3", "--keep-checkpoints", "0",
-            "--no-progress"]
+    return [
+        sys.executable,
+        str(REPO / "jobs" / "train.py"),
+        "--shards",
+        str(shards),
+        "--tiny-dir",
+        str(tiny_llm),
+        "--out-dir",
+        str(out),
+        "--epochs",
+        "2",
+        "--max-steps",
+        str(STEPS),
+        "--batch-size",
+        "2",
+        "--tasks",
+        "emotion,reason",
+        "--shuffle-buffer",
+        "4",
+        "--lr",
+        "1e-3",
+        "--warmup-steps",
+        "3",
+        "--warmup-lr",
+        "1e-4",
+        "--min-lr",
+        "1e-4",
+        "--checkpoint-every",
+        "3",
+        "--keep-checkpoints",
+        "0",
+        "--no-progress",
+    ]
 
 
 def _losses(out) -> dict[int, float]:
@@ -32,15 +60,20 @@ def _losses(out) -> dict[int, float]:
 def test_kill_and_resume_continues_the_same_loss_curve(cache, tiny_llm, tmp_path):
     _, shards, _ = cache
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    full = subprocess.run(_args(shards, tiny_llm, tmp_path / "full"), env=env, capture_output=True, text=True,
-                          timeout=300)
+    full = subprocess.run(
+        _args(shards, tiny_llm, tmp_path / "full"), env=env, capture_output=True, text=True, timeout=300
+    )
     assert full.returncode == 0, full.stderr
     reference = _losses(tmp_path / "full")
     assert sorted(reference) == list(range(1, STEPS + 1))
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_args(shards, tiny_llm, out), env={**env, "TRAINER_STEP_SLEEP": "0.5"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _args(shards, tiny_llm, out),
+        env={**env, "TRAINER_STEP_SLEEP": "0.5"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     mid = out / "checkpoints" / "step-00000006" / "state.json"  # 6 of the epoch's 8 batches done
     deadline = time.monotonic() + 240
     while not mid.exists() and proc.poll() is None and time.monotonic() < deadline:

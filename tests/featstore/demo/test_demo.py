@@ -28,8 +28,9 @@ N_FRAMES = 25
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     """One synthesised-audio demo dataset shared by the read-only tests."""
-    return demo.make_demo_dataset(tmp_path_factory.mktemp("demo") / "ds", n=N, seconds=SECONDS, seed=3,
-                                  audio_source="synth")
+    return demo.make_demo_dataset(
+        tmp_path_factory.mktemp("demo") / "ds", n=N, seconds=SECONDS, seed=3, audio_source="synth"
+    )
 
 
 def _ids(n: int) -> list[str]:
@@ -37,8 +38,11 @@ def _ids(n: int) -> list[str]:
 
 
 def _digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _face_finder():
@@ -61,8 +65,9 @@ def test_layout_and_manifests(dataset):
     lines = (dataset / "manifest_wav.jsonl").read_text(encoding="utf-8").splitlines()
     wav_rows = [json.loads(line) for line in lines]
     assert [r["audio"] for r in wav_rows] == [f"audio/{i}.wav" for i in ids]
-    assert [{k: v for k, v in r.items() if k != "audio"} for r in wav_rows] == \
-        [{k: v for k, v in r.items() if k != "audio"} for r in rows]
+    assert [{k: v for k, v in r.items() if k != "audio"} for r in wav_rows] == [
+        {k: v for k, v in r.items() if k != "audio"} for r in rows
+    ]
     labels = (dataset / "labels.txt").read_text(encoding="utf-8").splitlines()
     assert labels == [f"{i} {N_FRAMES} {lab}" for i, lab in zip(ids, demo.LABELS)]
     with open(dataset / "transcription.csv", newline="", encoding="utf-8") as f:
@@ -96,7 +101,7 @@ def test_decord_opens_clip(dataset):
 def test_wav_matches_clip_audio(dataset):
     wav, rate = read_wav(dataset / "audio" / "demo_0004.wav")
     assert rate == 16000 and wav.shape == (int(SECONDS * 16000),)
-    rms = float(np.sqrt(np.mean(wav ** 2)))
+    rms = float(np.sqrt(np.mean(wav**2)))
     assert rms > 0.05, f"near-silent wav, rms {rms}"
     assert 20 * math.log10(np.abs(wav).max()) == pytest.approx(-3.0, abs=0.1)
     with av.open(str(dataset / "clips" / "demo_0004.mp4")) as container:
@@ -169,15 +174,18 @@ def test_merr_annotations(dataset):
         assert abs(int(np.argmax(brightness)) - entry["peak_index"]) <= 2, (sample_id, brightness.round(1))
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"n": 0}, "n must be"),
-    ({"n": 2.0}, "n must be"),
-    ({"seconds": 0.2}, "seconds must be"),
-    ({"seconds": float("nan")}, "seconds must be"),
-    ({"seconds": 61.0}, "seconds must be"),
-    ({"seed": -1}, "seed must be"),
-    ({"audio_source": "tts"}, "audio_source must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n": 0}, "n must be"),
+        ({"n": 2.0}, "n must be"),
+        ({"seconds": 0.2}, "seconds must be"),
+        ({"seconds": float("nan")}, "seconds must be"),
+        ({"seconds": 61.0}, "seconds must be"),
+        ({"seed": -1}, "seed must be"),
+        ({"audio_source": "tts"}, "audio_source must be"),
+    ],
+)
 def test_bad_arguments_raise(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         demo.make_demo_dataset(tmp_path / "x", **kwargs)

@@ -58,8 +58,9 @@ def batch_for(slot, n, seed=0):
     return waves([4000 + 1217 * i for i in range(n)], seed=seed)
 
 
-@pytest.mark.parametrize("slot,shape", [("global", (1025, WIDTH)), ("local", (WIDTH,)), ("temporal", (WIDTH,)),
-                                        ("audio", (WIDTH,))])
+@pytest.mark.parametrize(
+    "slot,shape", [("global", (1025, WIDTH)), ("local", (WIDTH,)), ("temporal", (WIDTH,)), ("audio", (WIDTH,))]
+)
 def test_output_shape_dtype_finite_and_columns_pass_through(encoders, slot, shape):
     batch = {"sample_id": np.array(["a", "b"]), **batch_for(slot, 2)}
     out = encoders[slot](batch)
@@ -90,8 +91,9 @@ def test_global_equals_transformers_on_blip_processor_pixels(encoders, tiny):
 
 def test_local_equals_transformers_mean_over_tokens_and_frames(encoders, tiny):
     enc, x = encoders["local"], clips(2, 3)
-    proc = ViTImageProcessorPil(size={"height": 224, "width": 224}, resample=2, image_mean=IMAGENET_MEAN,
-                                image_std=IMAGENET_STD)
+    proc = ViTImageProcessorPil(
+        size={"height": 224, "width": 224}, resample=2, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD
+    )
     pixels = proc(images=list(x.reshape(6, 224, 224, 3)), return_tensors="pt")["pixel_values"]
     np.testing.assert_array_equal(enc.preprocess(x.reshape(6, 224, 224, 3)).numpy(), pixels.numpy())
     model = ViTMAEModel.from_pretrained(tiny["local"], mask_ratio=0.0).eval()
@@ -141,9 +143,9 @@ def test_audio_equals_transformers_per_clip_at_its_own_length(encoders, tiny):
 def test_batch_composition_does_not_change_a_clips_features(encoders, slot):
     together = encoders[slot](batch_for(slot, 2))[slot]
     for i in range(2):
-        alone = {k: v[i:i + 1] for k, v in batch_for(slot, 2).items()}
+        alone = {k: v[i : i + 1] for k, v in batch_for(slot, 2).items()}
         if slot == "audio":
-            alone["audio"] = alone["audio"][:, :int(alone["audio_len"][0])]
+            alone["audio"] = alone["audio"][:, : int(alone["audio_len"][0])]
         np.testing.assert_array_equal(encoders[slot](alone)[slot][0], together[i])
 
 
@@ -152,8 +154,14 @@ def test_same_weights_from_another_folder_give_same_id_and_bytes(encoders, tiny,
     import shutil
 
     copy = shutil.copytree(tiny[slot], tmp_path / "copy")
-    other = load_encoders("tiny", [slot], overrides={slot: str(copy)}, device="cpu", tiny_dir=tiny[slot].parent,
-                          options={slot: {"output_dtype": "float32"}})[slot]
+    other = load_encoders(
+        "tiny",
+        [slot],
+        overrides={slot: str(copy)},
+        device="cpu",
+        tiny_dir=tiny[slot].parent,
+        options={slot: {"output_dtype": "float32"}},
+    )[slot]
     assert other.spec.id == encoders[slot].spec.id and other.spec.source != encoders[slot].spec.source
     batch = batch_for(slot, 1, seed=5)
     np.testing.assert_array_equal(other(dict(batch))[slot], encoders[slot](dict(batch))[slot])

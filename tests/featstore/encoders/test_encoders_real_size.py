@@ -11,10 +11,18 @@ from featstore.encoders.presets import real_config
 # Parameter counts of the published encoders (EVA ViT-g/14 as BLIP-2 keeps it, 39
 # blocks; MAE ViT-L encoder only; VideoMAE ViT-L; HuBERT-large), in billions.
 EXPECTED = {
-    "global": (Blip2VisionModel, 0.99, lambda: {"pixel_values": torch.empty(1, 3, 448, 448),
-                                                "interpolate_pos_encoding": True}, (1, 1025, 1408)),
-    "local": (ViTMAEModel, 0.30, lambda: {"pixel_values": torch.empty(2, 3, 224, 224),
-                                          "noise": torch.arange(196.0).expand(2, -1)}, (2, 197, 1024)),
+    "global": (
+        Blip2VisionModel,
+        0.99,
+        lambda: {"pixel_values": torch.empty(1, 3, 448, 448), "interpolate_pos_encoding": True},
+        (1, 1025, 1408),
+    ),
+    "local": (
+        ViTMAEModel,
+        0.30,
+        lambda: {"pixel_values": torch.empty(2, 3, 224, 224), "noise": torch.arange(196.0).expand(2, -1)},
+        (2, 197, 1024),
+    ),
     "temporal": (VideoMAEModel, 0.30, lambda: {"pixel_values": torch.empty(1, 16, 3, 224, 224)}, (1, 1568, 1024)),
     "audio": (HubertModel, 0.32, lambda: {"input_values": torch.empty(1, 16000)}, (1, 49, 1024)),
 }

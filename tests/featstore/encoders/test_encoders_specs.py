@@ -21,19 +21,47 @@ from featstore.encoders import (
 )
 from featstore.errors import CheckpointError, CheckpointNotFoundError
 
-CLASSES = {"global": EvaGlobalEncoder, "local": MaeLocalEncoder, "temporal": VideoMaeTemporalEncoder,
-           "audio": HubertAudioEncoder}
-SAVED_AS = {"global": Blip2ForConditionalGeneration, "local": ViTMAEForPreTraining,
-            "temporal": VideoMAEForPreTraining, "audio": HubertModel}
-COMMON_CHANGES = [("dtype", "bfloat16"), ("output_dtype", "float32"), ("attn_implementation", "eager"),
-                  ("upstream", {"frame_selection": "peak"})]
+CLASSES = {
+    "global": EvaGlobalEncoder,
+    "local": MaeLocalEncoder,
+    "temporal": VideoMaeTemporalEncoder,
+    "audio": HubertAudioEncoder,
+}
+SAVED_AS = {
+    "global": Blip2ForConditionalGeneration,
+    "local": ViTMAEForPreTraining,
+    "temporal": VideoMAEForPreTraining,
+    "audio": HubertModel,
+}
+COMMON_CHANGES = [
+    ("dtype", "bfloat16"),
+    ("output_dtype", "float32"),
+    ("attn_implementation", "eager"),
+    ("upstream", {"frame_selection": "peak"}),
+]
 CHANGES = {
-    "global": [("image_size", 224), ("resample", "bilinear"), ("image_mean", (0.5, 0.5, 0.5)),
-               ("image_std", (0.5, 0.5, 0.5)), ("clips_per_forward", 4)],
-    "local": [("resample", "bicubic"), ("image_mean", (0.5, 0.5, 0.5)), ("image_std", (0.5, 0.5, 0.5)),
-              ("include_cls", True), ("frames", 8), ("clips_per_forward", 4)],
-    "temporal": [("shortest_edge", 256), ("resample", "bicubic"), ("image_mean", (0.5, 0.5, 0.5)),
-                 ("image_std", (0.5, 0.5, 0.5)), ("clips_per_forward", 4)],
+    "global": [
+        ("image_size", 224),
+        ("resample", "bilinear"),
+        ("image_mean", (0.5, 0.5, 0.5)),
+        ("image_std", (0.5, 0.5, 0.5)),
+        ("clips_per_forward", 4),
+    ],
+    "local": [
+        ("resample", "bicubic"),
+        ("image_mean", (0.5, 0.5, 0.5)),
+        ("image_std", (0.5, 0.5, 0.5)),
+        ("include_cls", True),
+        ("frames", 8),
+        ("clips_per_forward", 4),
+    ],
+    "temporal": [
+        ("shortest_edge", 256),
+        ("resample", "bicubic"),
+        ("image_mean", (0.5, 0.5, 0.5)),
+        ("image_std", (0.5, 0.5, 0.5)),
+        ("clips_per_forward", 4),
+    ],
     "audio": [("normalize", False), ("sample_rate", 8000)],
 }
 
@@ -58,8 +86,11 @@ def test_every_preprocessing_parameter_changes_the_id(tiny, slot):
 @pytest.mark.parametrize("slot", list(CLASSES))
 def test_changing_one_weight_changes_the_fingerprint_and_id(tiny, tmp_path, slot):
     model = SAVED_AS[slot].from_pretrained(tiny[slot])
-    name, tensor = next((n, t) for n, t in model.state_dict().items() if n.endswith("layer_norm.weight")
-                        or n.endswith("layernorm.weight") or n.endswith("post_layernorm.weight"))
+    name, tensor = next(
+        (n, t)
+        for n, t in model.state_dict().items()
+        if n.endswith("layer_norm.weight") or n.endswith("layernorm.weight") or n.endswith("post_layernorm.weight")
+    )
     with torch.no_grad():
         tensor[0] += 1e-3
     model.save_pretrained(tmp_path / "perturbed")
@@ -73,8 +104,10 @@ def test_global_spec_ignores_weights_outside_the_vision_tower(tiny, tmp_path):
     with torch.no_grad():
         model.query_tokens += 1.0
     model.save_pretrained(tmp_path / "other-qformer")
-    assert EvaGlobalEncoder(str(tmp_path / "other-qformer"), device="cpu").spec.id == \
-        EvaGlobalEncoder(str(tiny["global"]), device="cpu").spec.id
+    assert (
+        EvaGlobalEncoder(str(tmp_path / "other-qformer"), device="cpu").spec.id
+        == EvaGlobalEncoder(str(tiny["global"]), device="cpu").spec.id
+    )
 
 
 def test_vision_only_and_full_blip2_checkpoints_give_the_same_encoder(tiny, tmp_path):
@@ -140,19 +173,26 @@ def test_checkpoint_missing_a_weight_is_refused_not_filled_at_random(tiny, tmp_p
 def test_legacy_bin_checkpoints_load_to_the_same_spec(tiny, tmp_path):
     # chinese-hubert-large ships pytorch_model.bin with weight-norm tensors named weight_g / weight_v.
     model = HubertModel.from_pretrained(tiny["audio"])
-    legacy = {k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1",
-                                                                                  "weight_v"): v
-              for k, v in model.state_dict().items()}
+    legacy = {
+        k.replace("parametrizations.weight.original0", "weight_g").replace(
+            "parametrizations.weight.original1", "weight_v"
+        ): v
+        for k, v in model.state_dict().items()
+    }
     assert any(k.endswith("weight_g") for k in legacy)
     model.config.save_pretrained(tmp_path / "hubert")
     torch.save(legacy, tmp_path / "hubert" / "pytorch_model.bin")
-    assert HubertAudioEncoder(str(tmp_path / "hubert"), device="cpu").spec.id == \
-        HubertAudioEncoder(str(tiny["audio"]), device="cpu").spec.id
+    assert (
+        HubertAudioEncoder(str(tmp_path / "hubert"), device="cpu").spec.id
+        == HubertAudioEncoder(str(tiny["audio"]), device="cpu").spec.id
+    )
     full = Blip2ForConditionalGeneration.from_pretrained(tiny["global"])
     full.config.save_pretrained(tmp_path / "blip2")
     torch.save(full.state_dict(), tmp_path / "blip2" / "pytorch_model.bin")
-    assert EvaGlobalEncoder(str(tmp_path / "blip2"), device="cpu").spec.id == \
-        EvaGlobalEncoder(str(tiny["global"]), device="cpu").spec.id
+    assert (
+        EvaGlobalEncoder(str(tmp_path / "blip2"), device="cpu").spec.id
+        == EvaGlobalEncoder(str(tiny["global"]), device="cpu").spec.id
+    )
 
 
 def test_bad_parameters_are_named(tiny):
@@ -189,8 +229,11 @@ def test_tiny_rebuilds_a_stale_folder(tmp_path):
 
 def test_emotion_llama_sources_and_overrides():
     assert preset_sources("emotion-llama") == {
-        "global": "Salesforce/blip2-opt-2.7b", "local": "facebook/vit-mae-large",
-        "temporal": "MCG-NJU/videomae-large", "audio": "TencentGameMate/chinese-hubert-large"}
+        "global": "Salesforce/blip2-opt-2.7b",
+        "local": "facebook/vit-mae-large",
+        "temporal": "MCG-NJU/videomae-large",
+        "audio": "TencentGameMate/chinese-hubert-large",
+    }
     assert preset_sources("emotion-llama", {"audio": "/ckpt/hubert"})["audio"] == "/ckpt/hubert"
     with pytest.raises(ValueError, match="tiny_dir"):
         preset_sources("tiny")

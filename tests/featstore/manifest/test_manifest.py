@@ -41,16 +41,23 @@ def merr_root(root: Path) -> Path:
     for i in range(3):
         write(root, f"video/part{i % 2}/sample_{i:08d}.mp4", clip(i))
     merr = {
-        "sample_00000000": {"caption": "Smiles.", "smp_reason_caption": "Cheeks up.", "reason_caption": "Long.",
-                            "peak_index": 12, "label": "Happy"},
+        "sample_00000000": {
+            "caption": "Smiles.",
+            "smp_reason_caption": "Cheeks up.",
+            "reason_caption": "Long.",
+            "peak_index": 12,
+            "label": "Happy",
+        },
         "sample_00000001": {"caption": "Frowns.", "smp_reason_caption": "Brows down.", "peak_index": 3},
         "sample_00000002": {"caption": "Looks.", "emotion": "neutral", "AU_list": ["AU01", "AU04"]},
     }
     write(root, "MERR_fine_grained.json", json.dumps(merr, indent=2))
-    write(root, "MERR_labels.txt", "sample_00000000 87 happy\nsample_00000001 40 angry -0.75\n"
-                                   "sample_00000002 12 neutral\nsample_00009999 5 sad\n")
-    write(root, "transcription_en_all.csv", 'name,sentence\nsample_00000000,"Yes, I won!"\n'
-                                            "sample_00000001,Go away.\n")
+    write(
+        root,
+        "MERR_labels.txt",
+        "sample_00000000 87 happy\nsample_00000001 40 angry -0.75\nsample_00000002 12 neutral\nsample_00009999 5 sad\n",
+    )
+    write(root, "transcription_en_all.csv", 'name,sentence\nsample_00000000,"Yes, I won!"\nsample_00000001,Go away.\n')
     return root
 
 
@@ -59,9 +66,13 @@ def csv_root(root: Path) -> Path:
     write(root, "clips/a.mp4", clip(1))
     write(root, "clips/b.mp4", clip(2))
     write(root, "audio/b.wav", wav(2))
-    write(root, "manifest.csv", "sample_id,video,audio,transcript,label,speaker\n"
-                                "a,clips/a.mp4,,Hello there.,HAPPY,spk1\n"
-                                "b,clips\\b.mp4,audio/b.wav,,,spk2\n")
+    write(
+        root,
+        "manifest.csv",
+        "sample_id,video,audio,transcript,label,speaker\n"
+        "a,clips/a.mp4,,Hello there.,HAPPY,spk1\n"
+        "b,clips\\b.mp4,audio/b.wav,,,spk2\n",
+    )
     return root
 
 
@@ -72,8 +83,13 @@ def test_generic_csv_loads_every_field(tmp_path):
     m = load_manifest(csv_root(tmp_path))
     assert m.format == "csv" and m.root == tmp_path and m.ids == ["a", "b"]
     a, b = m
-    assert (a.video, a.audio, a.transcript, a.label, a.extra) == ("clips/a.mp4", None, "Hello there.", "happy",
-                                                                  {"speaker": "spk1"})
+    assert (a.video, a.audio, a.transcript, a.label, a.extra) == (
+        "clips/a.mp4",
+        None,
+        "Hello there.",
+        "happy",
+        {"speaker": "spk1"},
+    )
     assert (b.video, b.audio, b.transcript, b.label) == ("clips/b.mp4", "audio/b.wav", None, None)
     assert a.media_hash == hash_media(tmp_path, "clips/a.mp4", None)
     assert b.media_hash == hash_media(tmp_path, "clips/b.mp4", "audio/b.wav")
@@ -82,8 +98,16 @@ def test_generic_csv_loads_every_field(tmp_path):
 
 def test_generic_jsonl_loads_extra_object_and_keys(tmp_path):
     write(tmp_path, "v/x.mp4", clip(5))
-    rows = [{"sample_id": "x", "video": "v/x.mp4", "label": "Sad", "caption": "c", "extra": {"peak_index": 4},
-             "valence": -0.5}]
+    rows = [
+        {
+            "sample_id": "x",
+            "video": "v/x.mp4",
+            "label": "Sad",
+            "caption": "c",
+            "extra": {"peak_index": 4},
+            "valence": -0.5,
+        }
+    ]
     write(tmp_path, "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     (x,) = load_manifest(tmp_path)
     assert (x.label, x.caption, x.extra) == ("sad", "c", {"peak_index": 4, "valence": -0.5})
@@ -97,8 +121,11 @@ def test_merr_joins_labels_and_transcripts_and_finds_nested_clips(tmp_path):
     assert s0.video == "video/part0/sample_00000000.mp4" and s1.video == "video/part1/sample_00000001.mp4"
     assert (s0.caption, s0.reasoning, s0.label, s0.transcript) == ("Smiles.", "Cheeks up.", "happy", "Yes, I won!")
     assert s0.extra == {"reason_caption": "Long.", "peak_index": 12, "n_frames": 87}
-    assert (s1.label, s1.transcript, s1.extra) == ("angry", "Go away.", {"peak_index": 3, "n_frames": 40,
-                                                                         "valence": -0.75})
+    assert (s1.label, s1.transcript, s1.extra) == (
+        "angry",
+        "Go away.",
+        {"peak_index": 3, "n_frames": 40, "valence": -0.75},
+    )
     assert (s2.label, s2.transcript, s2.extra["AU_list"]) == ("neutral", None, ["AU01", "AU04"])
     assert s2.media_hash == hash_media(tmp_path, "video/part0/sample_00000002.mp4", None)
 
@@ -113,14 +140,18 @@ def test_merr_label_disagreeing_with_label_list_is_refused(tmp_path):
 def test_mer2023_label_list_whitespace_comma_and_header(tmp_path):
     for i in (1, 2, 3):
         write(tmp_path, f"clips/sample_{i}.avi", clip(i))
-    write(tmp_path, "train_label.txt", "name n_frames label valence\nsample_1 10 Worried 1.5\n"
-                                       "sample_2,20,doubt,-2\nsample_3\t30\tcontempt\t0\n")
+    write(
+        tmp_path,
+        "train_label.txt",
+        "name n_frames label valence\nsample_1 10 Worried 1.5\nsample_2,20,doubt,-2\nsample_3\t30\tcontempt\t0\n",
+    )
     m = load_manifest(tmp_path)
     assert m.format == "mer2023"
     assert [(s.sample_id, s.label, s.extra) for s in m] == [
         ("sample_1", "worried", {"n_frames": 10, "valence": 1.5}),
         ("sample_2", "doubt", {"n_frames": 20, "valence": -2.0}),
-        ("sample_3", "contempt", {"n_frames": 30, "valence": 0.0})]
+        ("sample_3", "contempt", {"n_frames": 30, "valence": 0.0}),
+    ]
     assert m[0].video == "clips/sample_1.avi"
     assert isinstance(m[0].extra["n_frames"], int)
 
@@ -179,8 +210,7 @@ def test_dfew_without_header_and_unpadded_names_find_padded_clips(tmp_path):
     write(tmp_path, "clips/00012.mp4", clip(12))
     write(tmp_path, "test.csv", "12,3\n13,4\n")
     m = load_manifest(tmp_path, "dfew")
-    assert [(s.sample_id, s.label, s.video) for s in m] == [("12", "neutral", "clips/00012.mp4"),
-                                                           ("13", "angry", None)]
+    assert [(s.sample_id, s.label, s.video) for s in m] == [("12", "neutral", "clips/00012.mp4"), ("13", "angry", None)]
     assert m[1].error.startswith("missing video file 13")
 
 
@@ -207,8 +237,9 @@ def test_auto_detection_picks_each_format(tmp_path):
     for name in "dlj":
         write(tmp_path, f"{name}/README.txt", "A dataset.\nNothing to see.\n")
     roots.update(dfew=tmp_path / "d", mer2023=tmp_path / "l", jsonl=tmp_path / "j")
-    assert {fmt: load_manifest(root, hash_media=False).format for fmt, root in roots.items()} == \
-           {fmt: fmt for fmt in roots}
+    assert {fmt: load_manifest(root, hash_media=False).format for fmt, root in roots.items()} == {
+        fmt: fmt for fmt in roots
+    }
 
 
 def test_auto_detection_refuses_two_candidates_naming_both(tmp_path):
@@ -320,8 +351,10 @@ def test_malformed_jsonl_and_csv_name_file_and_line(tmp_path):
         load_manifest(tmp_path, "csv", annotation="n.csv")
 
 
-@pytest.mark.parametrize("name, text", [("manifest.csv", "sample_id,video\n"), ("manifest.csv", ""),
-                                        ("MERR.json", "{}"), ("manifest.jsonl", "\n")])
+@pytest.mark.parametrize(
+    "name, text",
+    [("manifest.csv", "sample_id,video\n"), ("manifest.csv", ""), ("MERR.json", "{}"), ("manifest.jsonl", "\n")],
+)
 def test_empty_manifest_is_refused(tmp_path, name, text):
     write(tmp_path, name, text)
     with pytest.raises(ManifestError, match="no samples|empty"):
@@ -341,12 +374,19 @@ def test_transcript_disagreeing_with_manifest_is_refused(tmp_path):
 def test_missing_media_is_recorded_per_sample_and_the_rest_loads(tmp_path):
     write(tmp_path, "clips/a.mp4", clip(1))
     write(tmp_path, "clips/c.mp4", clip(3))
-    write(tmp_path, "manifest.csv", "sample_id,video,audio\na,clips/a.mp4,\nb,clips/b.mp4,\n"
-                                    "c,clips/c.mp4,audio/c.wav\nd,,\n")
+    write(
+        tmp_path,
+        "manifest.csv",
+        "sample_id,video,audio\na,clips/a.mp4,\nb,clips/b.mp4,\nc,clips/c.mp4,audio/c.wav\nd,,\n",
+    )
     m = load_manifest(tmp_path)
     assert m.ids == ["a", "b", "c", "d"]
-    assert [s.error for s in m] == [None, "missing video file clips/b.mp4", "missing audio file audio/c.wav",
-                                    "no media: video and audio are both empty"]
+    assert [s.error for s in m] == [
+        None,
+        "missing video file clips/b.mp4",
+        "missing audio file audio/c.wav",
+        "no media: video and audio are both empty",
+    ]
     assert [s.sample_id for s in m.usable] == ["a"] and [s.sample_id for s in m.problems] == ["b", "c", "d"]
     assert m.get("a").media_hash == hash_media(tmp_path, "clips/a.mp4", None)
     assert [s.media_hash for s in m.problems] == [None, None, None]
@@ -368,8 +408,9 @@ def test_media_hash_changes_with_one_byte_and_is_stable_otherwise(tmp_path):
 def test_hash_media_framing_is_exact_and_unambiguous(tmp_path):
     write(tmp_path, "v.mp4", b"abcdef")
     write(tmp_path, "a.wav", b"gh")
-    expected = hashlib.sha256(b"video\x00" + (6).to_bytes(8, "big") + b"abcdef"
-                              + b"audio\x00" + (2).to_bytes(8, "big") + b"gh").hexdigest()
+    expected = hashlib.sha256(
+        b"video\x00" + (6).to_bytes(8, "big") + b"abcdef" + b"audio\x00" + (2).to_bytes(8, "big") + b"gh"
+    ).hexdigest()
     assert hash_media(tmp_path, "v.mp4", "a.wav", chunk=4) == expected
     write(tmp_path, "v2.mp4", b"abcd")
     write(tmp_path, "a2.wav", b"efgh")  # the same bytes split differently between the two files
@@ -414,8 +455,12 @@ def test_jsonl_round_trip_is_exact(tmp_path):
     assert m.get("sample_00000001").error is not None
     m.to_jsonl(tmp_path / "out.jsonl")
     lines = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
-    assert json.loads(lines[0]) == {"featstore_manifest": 1, "root": str(tmp_path / "data"), "format": "merr",
-                                    "samples": 3}
+    assert json.loads(lines[0]) == {
+        "featstore_manifest": 1,
+        "root": str(tmp_path / "data"),
+        "format": "merr",
+        "samples": 3,
+    }
     assert len(lines) == 4
     back = Manifest.from_jsonl(tmp_path / "out.jsonl")
     assert back == m and back.root == m.root and back.samples == m.samples

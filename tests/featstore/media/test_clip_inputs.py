@@ -45,8 +45,9 @@ def test_peak_frame_is_used(demo, decoded):
 
 def test_each_tiny_encoder_on_decoded_demo_clips(decoded, tiny):
     cfg = DecodeConfig()
-    encoders = load_encoders("tiny", device="cpu", tiny_dir=tiny["global"].parent,
-                             options={s: {"upstream": cfg.upstream(s)} for s in SLOTS})
+    encoders = load_encoders(
+        "tiny", device="cpu", tiny_dir=tiny["global"].parent, options={s: {"upstream": cfg.upstream(s)} for s in SLOTS}
+    )
     for slot, enc in encoders.items():
         ids, batch = collate(decoded, slot)
         out = enc(batch)
@@ -62,8 +63,9 @@ def test_decode_and_encode_are_identical_under_load(demo, decoded, tiny):
     kernels give the same bytes while every core is busy (issue 17)."""
     cfg = DecodeConfig()
     sample = list(demo)[0]
-    encoders = load_encoders("tiny", device="cpu", tiny_dir=tiny["global"].parent,
-                             options={s: {"upstream": cfg.upstream(s)} for s in SLOTS})
+    encoders = load_encoders(
+        "tiny", device="cpu", tiny_dir=tiny["global"].parent, options={s: {"upstream": cfg.upstream(s)} for s in SLOTS}
+    )
     want = {slot: enc(collate(decoded[:1], slot)[1])[slot] for slot, enc in encoders.items()}
     with busy_cores():
         for _ in range(4):

@@ -90,12 +90,15 @@ def test_no_face_gives_a_centre_crop_and_says_so(tmp_path):
         assert np.array_equal(got.crops[t], expected)
 
 
-@pytest.mark.parametrize("face, frame, expected", [
-    ((40, 40, 40, 40), (200, 100), (35, 35, 85, 85)),  # grown by a quarter, centred
-    ((0, 0, 40, 40), (200, 100), (0, 0, 50, 50)),  # shifted in at the top-left corner
-    ((170, 70, 30, 30), (200, 100), (162, 62, 200, 100)),  # shifted in at the bottom-right corner
-    ((10, 0, 100, 120), (200, 100), (10, 0, 110, 100)),  # larger than the frame: the frame's shorter side
-])
+@pytest.mark.parametrize(
+    "face, frame, expected",
+    [
+        ((40, 40, 40, 40), (200, 100), (35, 35, 85, 85)),  # grown by a quarter, centred
+        ((0, 0, 40, 40), (200, 100), (0, 0, 50, 50)),  # shifted in at the top-left corner
+        ((170, 70, 30, 30), (200, 100), (162, 62, 200, 100)),  # shifted in at the bottom-right corner
+        ((10, 0, 100, 120), (200, 100), (10, 0, 110, 100)),  # larger than the frame: the frame's shorter side
+    ],
+)
 def test_square_box(face, frame, expected):
     assert square_box(face, 0.25, *frame) == expected
 

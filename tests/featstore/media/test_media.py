@@ -39,8 +39,7 @@ AAC_FRAME = 1024
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     """Three 2 s demo clips (H.264 + AAC) with their 16 kHz wavs and MERR annotations."""
-    return make_demo_dataset(tmp_path_factory.mktemp("media") / "ds", n=N_CLIPS, seconds=SECONDS,
-                             audio_source="synth")
+    return make_demo_dataset(tmp_path_factory.mktemp("media") / "ds", n=N_CLIPS, seconds=SECONDS, audio_source="synth")
 
 
 def _clip(demo: Path, i: int = 0) -> Path:
@@ -79,20 +78,24 @@ def _gradient(n: int, size: int = 64) -> np.ndarray:
 
 # -- frame selection (pure) --
 
-@pytest.mark.parametrize("policy, length, peak, expected", [
-    (FramePolicy("first"), 50, None, (0,)),
-    (FramePolicy("middle"), 50, None, (25,)),
-    (FramePolicy("middle"), 1, None, (0,)),
-    (FramePolicy("peak"), 50, 21, (21,)),
-    (FramePolicy("uniform", n_frames=4), 50, None, (6, 18, 31, 43)),
-    (FramePolicy("uniform", n_frames=5), 5, None, (0, 1, 2, 3, 4)),
-    (FramePolicy("uniform", n_frames=6), 3, None, (0, 0, 1, 1, 2, 2)),  # short: each frame repeated evenly
-    (FramePolicy("uniform", n_frames=3), 1, None, (0, 0, 0)),
-    (FramePolicy("videomae"), 100, None, tuple(range(0, 64, 4))),
-    (FramePolicy("videomae"), 50, None, (*range(0, 50, 4), 48, 48, 48)),  # short: last frame repeated
-    (FramePolicy("videomae"), 1, None, (0,) * 16),
-    (FramePolicy("videomae", n_frames=4, stride=2), 7, None, (0, 2, 4, 6)),
-])
+
+@pytest.mark.parametrize(
+    "policy, length, peak, expected",
+    [
+        (FramePolicy("first"), 50, None, (0,)),
+        (FramePolicy("middle"), 50, None, (25,)),
+        (FramePolicy("middle"), 1, None, (0,)),
+        (FramePolicy("peak"), 50, 21, (21,)),
+        (FramePolicy("uniform", n_frames=4), 50, None, (6, 18, 31, 43)),
+        (FramePolicy("uniform", n_frames=5), 5, None, (0, 1, 2, 3, 4)),
+        (FramePolicy("uniform", n_frames=6), 3, None, (0, 0, 1, 1, 2, 2)),  # short: each frame repeated evenly
+        (FramePolicy("uniform", n_frames=3), 1, None, (0, 0, 0)),
+        (FramePolicy("videomae"), 100, None, tuple(range(0, 64, 4))),
+        (FramePolicy("videomae"), 50, None, (*range(0, 50, 4), 48, 48, 48)),  # short: last frame repeated
+        (FramePolicy("videomae"), 1, None, (0,) * 16),
+        (FramePolicy("videomae", n_frames=4, stride=2), 7, None, (0, 2, 4, 6)),
+    ],
+)
 def test_frame_indices(policy, length, peak, expected):
     selection = frame_indices(policy, length, peak)
     assert selection.indices == expected and selection.fallback is None and selection.policy == policy.kind
@@ -117,11 +120,17 @@ def test_too_short_and_bad_counts():
         frame_indices(FramePolicy("peak"), 10, -3)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"kind": "random"}, "kind"), ({"kind": "uniform"}, "needs n_frames"), ({"kind": "first", "n_frames": 2}, "1"),
-    ({"kind": "middle", "stride": 2}, "stride"), ({"kind": "videomae", "stride": 0}, "stride"),
-    ({"kind": "uniform", "n_frames": 0}, "n_frames"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"kind": "random"}, "kind"),
+        ({"kind": "uniform"}, "needs n_frames"),
+        ({"kind": "first", "n_frames": 2}, "1"),
+        ({"kind": "middle", "stride": 2}, "stride"),
+        ({"kind": "videomae", "stride": 0}, "stride"),
+        ({"kind": "uniform", "n_frames": 0}, "n_frames"),
+    ],
+)
 def test_policy_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         FramePolicy(**kwargs)
@@ -139,13 +148,18 @@ def test_configs_describe_themselves_stably():
     assert AudioDecodeConfig(max_seconds=3.0).to_dict() != a
     with pytest.raises(ValueError, match="backend"):
         VideoDecodeConfig(backend="opencv")
-    for kwargs in ({"sample_rate": 0}, {"max_seconds": -1.0}, {"min_seconds": float("nan")},
-                   {"min_seconds": 2.0, "max_seconds": 1.0}):
+    for kwargs in (
+        {"sample_rate": 0},
+        {"max_seconds": -1.0},
+        {"min_seconds": float("nan")},
+        {"min_seconds": 2.0, "max_seconds": 1.0},
+    ):
         with pytest.raises(ValueError):
             AudioDecodeConfig(**kwargs)
 
 
 # -- video decoding --
+
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_decode_shapes(demo, backend):
@@ -224,18 +238,31 @@ def _bad_media(demo: Path, tmp: Path) -> dict[str, Path]:
         stream = out.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
         out.start_encoding()
-    return {"half": tmp / "half.mp4", "no_frames": tmp / "no_frames.mp4", "empty": tmp / "empty.mp4", "text": tmp / "text.mp4",
-            "missing": tmp / "missing.mp4", "m4a": tmp / "voice.m4a", "wav": demo / "audio" / "demo_0000.wav",
-            "silent": write_video(tmp / "silent.mp4", _gradient(5))}
+    return {
+        "half": tmp / "half.mp4",
+        "no_frames": tmp / "no_frames.mp4",
+        "empty": tmp / "empty.mp4",
+        "text": tmp / "text.mp4",
+        "missing": tmp / "missing.mp4",
+        "m4a": tmp / "voice.m4a",
+        "wav": demo / "audio" / "demo_0000.wav",
+        "silent": write_video(tmp / "silent.mp4", _gradient(5)),
+    }
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_bad_video_gives_typed_errors(demo, tmp_path, backend):
     bad = _bad_media(demo, tmp_path)
-    expected = {"half": UnreadableMediaError, "empty": UnreadableMediaError, "text": UnreadableMediaError,
-                "missing": UnreadableMediaError, "m4a": NoVideoStreamError, "wav": NoVideoStreamError,
-                # FFmpeg drops an mp4 track that holds no samples, so zero frames reads as no video stream
-                "no_frames": NoVideoStreamError}
+    expected = {
+        "half": UnreadableMediaError,
+        "empty": UnreadableMediaError,
+        "text": UnreadableMediaError,
+        "missing": UnreadableMediaError,
+        "m4a": NoVideoStreamError,
+        "wav": NoVideoStreamError,
+        # FFmpeg drops an mp4 track that holds no samples, so zero frames reads as no video stream
+        "no_frames": NoVideoStreamError,
+    }
     for name, error in expected.items():
         with pytest.raises(error) as info:
             decode_video(bad[name], VideoDecodeConfig(backend=backend))
@@ -245,8 +272,13 @@ def test_bad_video_gives_typed_errors(demo, tmp_path, backend):
 
 def test_bad_audio_gives_typed_errors(demo, tmp_path):
     bad = _bad_media(demo, tmp_path)
-    expected = {"half": UnreadableMediaError, "empty": UnreadableMediaError, "text": UnreadableMediaError,
-                "missing": UnreadableMediaError, "silent": NoAudioStreamError}
+    expected = {
+        "half": UnreadableMediaError,
+        "empty": UnreadableMediaError,
+        "text": UnreadableMediaError,
+        "missing": UnreadableMediaError,
+        "silent": NoAudioStreamError,
+    }
     for name, error in expected.items():
         with pytest.raises(error) as info:
             decode_audio(bad[name])
@@ -262,12 +294,18 @@ def test_bad_audio_gives_typed_errors(demo, tmp_path):
 def test_media_errors_pickle_with_stage_and_path():
     err = pickle.loads(pickle.dumps(NoAudioStreamError("no audio in x.mp4", stage="decode_audio", path="x.mp4")))
     assert (type(err), str(err), err.stage, err.path, err.reason) == (
-        NoAudioStreamError, "no audio in x.mp4", "decode_audio", "x.mp4", "no_audio_stream")
+        NoAudioStreamError,
+        "no audio in x.mp4",
+        "decode_audio",
+        "x.mp4",
+        "no_audio_stream",
+    )
     with pytest.raises(ValueError, match="stage"):
         MediaError("x", stage="encode")
 
 
 # -- time limits --
+
 
 def test_timeout_on_real_decode(demo):
     with pytest.raises(DecodeTimeout) as info:
@@ -308,6 +346,7 @@ def test_no_limit_runs_in_the_calling_thread(demo, monkeypatch):
 
 # -- audio --
 
+
 def test_mp4_track_matches_the_wav(demo):
     for i in range(N_CLIPS):
         track = decode_audio(_clip(demo, i))
@@ -318,8 +357,11 @@ def test_mp4_track_matches_the_wav(demo):
         n = min(track.waveform.size, wav.waveform.size)
         xcorr = correlate(track.waveform[:n], wav.waveform[:n], mode="full")
         lag = int(np.argmax(xcorr)) - (n - 1)
-        a, b = (track.waveform[lag:n], wav.waveform[:n - lag]) if lag >= 0 else (track.waveform[:n + lag],
-                                                                                 wav.waveform[-lag:n])
+        a, b = (
+            (track.waveform[lag:n], wav.waveform[: n - lag])
+            if lag >= 0
+            else (track.waveform[: n + lag], wav.waveform[-lag:n])
+        )
         assert abs(lag) <= AAC_FRAME and np.corrcoef(a, b)[0, 1] > 0.99  # measured: lag 0, r = 0.9999
 
 
@@ -337,15 +379,18 @@ def test_resamples_44k_stereo_to_16k_mono(tmp_path):
     assert cropped.waveform.shape == (8000,) and np.allclose(cropped.waveform, got.waveform[:8000], atol=1e-5)
 
 
-@pytest.mark.parametrize("fmt, data, expected", [
-    ("s16", np.array([[0, 16384, -32768, 32767]], np.int16), [[0, -1], [0.5, 32767 / 32768]]),
-    ("s16p", np.array([[0, -32768], [16384, 32767]], np.int16), [[0, -1], [0.5, 32767 / 32768]]),
-    ("flt", np.array([[0.0, 0.5, -1.0, 0.25]], np.float32), [[0, -1], [0.5, 0.25]]),
-    ("fltp", np.array([[0.0, -1.0], [0.5, 0.25]], np.float32), [[0, -1], [0.5, 0.25]]),
-    ("dblp", np.array([[0.0, -1.0], [0.5, 0.25]], np.float64), [[0, -1], [0.5, 0.25]]),
-    ("s32", np.array([[0, 1 << 30, -(1 << 31), 0]], np.int32), [[0, -1], [0.5, 0]]),
-    ("u8", np.array([[128, 192, 0, 128]], np.uint8), [[0, -1], [0.5, 0]]),
-])
+@pytest.mark.parametrize(
+    "fmt, data, expected",
+    [
+        ("s16", np.array([[0, 16384, -32768, 32767]], np.int16), [[0, -1], [0.5, 32767 / 32768]]),
+        ("s16p", np.array([[0, -32768], [16384, 32767]], np.int16), [[0, -1], [0.5, 32767 / 32768]]),
+        ("flt", np.array([[0.0, 0.5, -1.0, 0.25]], np.float32), [[0, -1], [0.5, 0.25]]),
+        ("fltp", np.array([[0.0, -1.0], [0.5, 0.25]], np.float32), [[0, -1], [0.5, 0.25]]),
+        ("dblp", np.array([[0.0, -1.0], [0.5, 0.25]], np.float64), [[0, -1], [0.5, 0.25]]),
+        ("s32", np.array([[0, 1 << 30, -(1 << 31), 0]], np.int32), [[0, -1], [0.5, 0]]),
+        ("u8", np.array([[128, 192, 0, 128]], np.uint8), [[0, -1], [0.5, 0]]),
+    ],
+)
 def test_planar_packed_int_float_frames(fmt, data, expected):
     frame = av.AudioFrame.from_ndarray(data, format=fmt, layout="stereo")
     frame.sample_rate = 16000

@@ -120,6 +120,7 @@ def test_error_policy(shards, tmp_path, expect):
         (bad / p.name).write_bytes(p.read_bytes())
     # Break the tokens member of one sample: the index says float16[5, 8].
     import tarfile
+
     with tarfile.open(shards / "shard-000001.tar") as src, tarfile.open(bad / "shard-000001.tar", "w") as dst:
         for m in src.getmembers():
             data = src.extractfile(m).read()

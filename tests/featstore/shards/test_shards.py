@@ -33,7 +33,9 @@ def test_index_describes_shards(exported, demo_store):
         data = (out / s["name"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == s["sha256"] and len(data) == s["bytes"]
     assert {s["name"]: (s["id"], s["shape"]) for s in index["specs"]} == {
-        "thumb": (FeatureStore.open(demo_store[0]).feature("thumb").spec.id, [64]), "tokens": (TOKENS.id, [5, 8])}
+        "thumb": (FeatureStore.open(demo_store[0]).feature("thumb").spec.id, [64]),
+        "tokens": (TOKENS.id, [5, 8]),
+    }
     assert index["excluded"] == [{"sample_id": FAILED_ID, "reason": "tokens: failed at decode_audio: no audio stream"}]
     assert index["store"] == str(demo_store[0])
 
@@ -44,8 +46,14 @@ def test_members_hold_features_and_annotations(exported, demo_store):
     manifest = demo_store[1]
     with tarfile.open(out / "shard-000000.tar") as tar:
         names = tar.getnames()
-        assert names == ["demo_0000.thumb.npy", "demo_0000.tokens.npy", "demo_0000.json",
-                         "demo_0001.thumb.npy", "demo_0001.tokens.npy", "demo_0001.json"]
+        assert names == [
+            "demo_0000.thumb.npy",
+            "demo_0000.tokens.npy",
+            "demo_0000.json",
+            "demo_0001.thumb.npy",
+            "demo_0001.tokens.npy",
+            "demo_0001.json",
+        ]
         arr = np.load(io.BytesIO(tar.extractfile("demo_0001.tokens.npy").read()), allow_pickle=False)
         meta = json.loads(tar.extractfile("demo_0001.json").read())
         info = tar.getmember("demo_0001.json")

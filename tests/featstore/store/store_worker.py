@@ -51,8 +51,14 @@ def features(spec: FeatureSpec, ids: list[str], hashes: list[str] | None = None)
     return np.stack(rows)
 
 
-def write_units(store: FeatureStore, name: str, units: list[int], failing: dict | None = None,
-                retry_failed: bool = False, progress: bool = False) -> int:
+def write_units(
+    store: FeatureStore,
+    name: str,
+    units: list[int],
+    failing: dict | None = None,
+    retry_failed: bool = False,
+    progress: bool = False,
+) -> int:
     """Write ``units`` of spec ``name`` with features of each sample's current media hash;
     samples named in ``failing`` (default ``FAILING``) are recorded as failed. With
     ``progress``, print ``committed NAME UNIT`` after each unit's commit (the evidence
@@ -75,8 +81,13 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("store")
     p.add_argument("jobs", nargs="+", help="NAME:u1,u2,... or NAME:pending")
-    p.add_argument("--fail", action="append", default=None, metavar="ID=STAGE:REASON",
-                   help="record this sample as failed (replaces the built-in failures)")
+    p.add_argument(
+        "--fail",
+        action="append",
+        default=None,
+        metavar="ID=STAGE:REASON",
+        help="record this sample as failed (replaces the built-in failures)",
+    )
     p.add_argument("--retry-failed", action="store_true")
     p.add_argument("--progress", action="store_true", help="print a line after each unit's commit")
     args = p.parse_args()
@@ -90,7 +101,9 @@ def main() -> None:
     store = FeatureStore.open(args.store, "r+")
     for job in args.jobs:
         name, _, spec_units = job.partition(":")
-        units = store.feature(name).pending_units() if spec_units == "pending" else [int(u) for u in spec_units.split(",")]
+        units = (
+            store.feature(name).pending_units() if spec_units == "pending" else [int(u) for u in spec_units.split(",")]
+        )
         print(name, write_units(store, name, units, failing, args.retry_failed, args.progress), flush=True)
 
 

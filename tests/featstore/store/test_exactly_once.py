@@ -28,8 +28,13 @@ def tree(root: Path) -> dict[str, str]:
 
 
 def run_worker(store: Path, *jobs: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, WORKER, str(store), *jobs], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=120)
+    return subprocess.run(
+        [sys.executable, WORKER, str(store), *jobs],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
 
 
 def all_units(store: FeatureStore, name: str) -> list[int]:
@@ -94,7 +99,12 @@ def test_sigkill_mid_unit_then_resume(serial_tree, tmp_path):
     assert (root / "specs" / tokens.spec.key / "data" / "c" / "5" / "0" / "0").exists()
     res = run_worker(root, "tokens:pending", "pooled:pending")
     assert res.returncode == 0, res.stderr
-    assert res.stdout.split() == ["tokens", str(tokens.num_units - 5), "pooled", str(reopened.feature("pooled").num_units)]
+    assert res.stdout.split() == [
+        "tokens",
+        str(tokens.num_units - 5),
+        "pooled",
+        str(reopened.feature("pooled").num_units),
+    ]
     reopened.cleanup_partials()
     assert tree(root) == serial_tree
 
@@ -111,8 +121,12 @@ def test_sigkill_at_random_times_then_resume(serial_tree, tmp_path):
     rng = random.Random(3)
     done = [0]
     for attempt in range(KILLS):
-        p = subprocess.Popen([sys.executable, WORKER, str(root), "tokens:pending", "pooled:pending", "--progress"],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        p = subprocess.Popen(
+            [sys.executable, WORKER, str(root), "tokens:pending", "pooled:pending", "--progress"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         # Evidence of progress first (imports take seconds), then a kill at a random
         # point of the next units' writes (a unit takes ~12 ms here): mid-unit or between.
         first = p.stdout.readline()

@@ -79,9 +79,18 @@ def recompute(store: FeatureStore) -> dict[str, int]:
     return {name: w.write_units(store, name, store.feature(name).pending_units()) for name in w.UNITS}
 
 
-CASES = [(a, k, "tokens", 2) for a in ("data", "status", "media_hash") for k in ("truncate", "delete", "garbage", "wrong_shape")]
-CASES += [("data", "nonfinite", "tokens", 2), ("data", "garbage", "pooled", 2), ("status", "truncate", "pooled", 2),
-          ("fail_reason", "garbage", "pooled", 0), ("fail_stage", "delete", "pooled", 0)]
+CASES = [
+    (a, k, "tokens", 2)
+    for a in ("data", "status", "media_hash")
+    for k in ("truncate", "delete", "garbage", "wrong_shape")
+]
+CASES += [
+    ("data", "nonfinite", "tokens", 2),
+    ("data", "garbage", "pooled", 2),
+    ("status", "truncate", "pooled", 2),
+    ("fail_reason", "garbage", "pooled", 0),
+    ("fail_stage", "delete", "pooled", 0),
+]
 
 
 @pytest.mark.parametrize(("array", "kind", "name", "unit"), CASES, ids=["-".join(map(str, c)) for c in CASES])
@@ -129,8 +138,13 @@ def run_repair(root: Path, fault: str | None = None) -> subprocess.CompletedProc
     env.pop("FEATSTORE_FAULT", None)
     if fault:
         env["FEATSTORE_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "featstore.cli", "verify", str(root), "--repair"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "featstore.cli", "verify", str(root), "--repair"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize("fault", ["withdraw_unit.after_status@3", "withdraw_unit.after_drop@1"])
@@ -149,7 +163,9 @@ def test_repair_killed_midway_then_rerun_finishes(clean, tmp_path, fault):
     assert half.feature("pooled").pending_units() == [1]
     report = verify_store(half)
     assert {(b.spec, b.unit) for b in report.bad_units} == {(tokens, 3)}, report.problems
-    with pytest.raises(CorruptChunkError, match=rf"spec {tokens} unit 3: media_hash chunk .*featstore verify {root} --repair"):
+    with pytest.raises(
+        CorruptChunkError, match=rf"spec {tokens} unit 3: media_hash chunk .*featstore verify {root} --repair"
+    ):
         half.feature("tokens").status()
     res = run_repair(root)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -181,10 +197,13 @@ def test_repair_on_a_memory_url():
     assert memory_tree(url) == before
     done = repair_store(FeatureStore.open(url, "r+"))
     assert sorted((d.bad.spec.split("-")[0], d.bad.unit, d.dropped) for d in done) == [
-        ("pooled", 1, ("media_hash",)), ("tokens", 2, ("data",))]
+        ("pooled", 1, ("media_hash",)),
+        ("tokens", 2, ("data",)),
+    ]
     store = FeatureStore.open(url, "r+")
     assert verify_store(store).ok
     assert recompute(store) == {"pooled": 1, "tokens": 1}
     strip = len(url.removeprefix("memory://")), len(clean_url.removeprefix("memory://"))
-    assert {k[strip[0]:]: v for k, v in memory_tree(url).items()} == {
-        k[strip[1]:]: v for k, v in memory_tree(clean_url).items()}
+    assert {k[strip[0] :]: v for k, v in memory_tree(url).items()} == {
+        k[strip[1] :]: v for k, v in memory_tree(clean_url).items()
+    }

@@ -97,7 +97,10 @@ def test_rewrite_killed_at_every_point(references, tmp_path, transition, point):
     root = tmp_path / "k.zarr"
     prepare(root, transition)
     res = subprocess.run(
-        [sys.executable, WORKER, str(root), *rewrite_args(transition)], capture_output=True, text=True, timeout=120,
+        [sys.executable, WORKER, str(root), *rewrite_args(transition)],
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "FEATSTORE_FAULT": f"write_unit.after_{point}@{UNIT}"},
     )
     assert res.returncode == -signal.SIGKILL, res.stderr
@@ -108,8 +111,9 @@ def test_rewrite_killed_at_every_point(references, tmp_path, transition, point):
         assert seen == {"pending": 8, "failed": 0, "ok": 0}
     store = FeatureStore.open(root, "r+")
     _, _, again, retry = TRANSITIONS[transition]
-    w.write_units(store, "pooled", store.feature("pooled").pending_units(retry_failed=retry), failing=again,
-                  retry_failed=retry)
+    w.write_units(
+        store, "pooled", store.feature("pooled").pending_units(retry_failed=retry), failing=again, retry_failed=retry
+    )
     store.cleanup_partials()
     assert_every_sample_consistent(root)
     assert tree(root) == references[transition]

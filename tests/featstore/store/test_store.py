@@ -72,7 +72,9 @@ def test_failures_recorded_with_reason(store):
     feat = store.feature("pooled")
     ids = store.sample_ids[0:8]
     feat.write_unit(0, w.features(feat.spec, ids), failures={"clip_0002": ("decode_audio", "no audio stream")})
-    assert feat.failures() == [{"sample_id": "clip_0002", "index": 2, "stage": "decode_audio", "reason": "no audio stream"}]
+    assert feat.failures() == [
+        {"sample_id": "clip_0002", "index": 2, "stage": "decode_audio", "reason": "no audio stream"}
+    ]
     assert feat.counts() == {"committed": 7, "failed": 1, "pending": 12}
     assert feat.pending_units() == [1, 2] and feat.pending_units(retry_failed=True) == [0, 1, 2]
     with pytest.raises(KeyError, match="failed"):
@@ -148,8 +150,11 @@ def test_annotations_round_trip_and_update(store):
     again = FeatureStore.open(store.url, "r+")
     assert again.annotation("clip_0004") == anns[4] and again.annotations() == anns
     # A corrected label and a new sample; features are not invalidated by annotations.
-    res = again.add_samples(["clip_0004", "new"], [w.media_hash("clip_0004"), h("new")],
-                            [{"label": "sad"}, {"label": "fear", "transcript": "ü"}])
+    res = again.add_samples(
+        ["clip_0004", "new"],
+        [w.media_hash("clip_0004"), h("new")],
+        [{"label": "sad"}, {"label": "fear", "transcript": "ü"}],
+    )
     assert res == {"added": 1, "changed": 0, "unchanged": 1}
     third = FeatureStore.open(store.url)
     assert third.annotation("clip_0004") == {"label": "sad"} and third.annotation("new")["transcript"] == "ü"
