@@ -22,6 +22,7 @@ from featstore.paths import resolve
 # Failure stage of a sample whose media the manifest found missing, unsafe or unreadable.
 MANIFEST_STAGE = "manifest"
 
+
 @dataclass(frozen=True)
 class DecodeConfig:
     """How clips become encoder inputs. Every field changes the features, so each
