@@ -205,6 +205,7 @@ def test_unusable_media_rows_are_failures_then_computed_once_in_place(tmp_path, 
     holding them, leaves the fourth unit's chunks as they were, and the store is then bitwise
     the store a clean run of the fixed dataset writes."""
     from featstore.cli import main as cli_main
+    from featstore.manifest.hashing import hash_media
     from tests.featstore.store.test_media_problems import GOOD as GOOD_IDS
     from tests.featstore.store.test_media_problems import (
         PROBLEMS,
@@ -247,6 +248,9 @@ def test_unusable_media_rows_are_failures_then_computed_once_in_place(tmp_path, 
     assert summary["clips_run"] == 6 and summary["manifest_problems"] == []
     assert all(c["committed"] == 8 and c["failed"] == 0 for c in summary["specs"].values()), summary["specs"]
     store = FeatureStore.open(store_path)
+    assert {sid: store.media_hash(sid) for sid in PROBLEMS} == {
+        sid: hash_media(root, f"clips/{sid}.mp4", None) for sid in PROBLEMS
+    }
     assert {(f.spec.name, sid): f.read_id(sid).tobytes() for f in store.features() for sid in GOOD_IDS} == good
     assert unit_chunks(store_path, 3) == untouched
 

@@ -196,3 +196,30 @@ def test_problem_sample_status_is_per_unit_and_exact(first_run):
     data, status = feat.read_unit(0)
     assert status.tolist() == [OK, FAILED]
     assert np.any(data[0] != 0) and not np.any(data[1])
+
+
+def test_kept_sample_failed_by_a_unit_rewrite_is_planned_again_when_its_clip_is_back(first_run):
+    """demo_0003 keeps its features when its clip is deleted; then its neighbour's clip
+    changes, so unit 3 is rewritten and demo_0003 fails at stage manifest under its old
+    (content) media hash. When the same bytes come back nothing changes the hash, so the
+    extraction job's planner must still run unit 3 again for that failure."""
+    from featstore.extract.plan import unit_works
+
+    root, store_path = first_run
+    clip = root / "clips" / "demo_0003.mp4"
+    saved = clip.read_bytes()
+    clip.unlink()
+    shutil.copy(root / "clips" / "demo_0000.mp4", root / "clips" / "demo_0004.mp4")
+    store, written = run_roundtrip(root, store_path)
+    key = store.feature("thumb").spec.key
+    assert written == 1 and [r["sample_id"] for r in store.feature("thumb").failures()] == [
+        *PROBLEMS[:1],
+        *PROBLEMS[1:],
+        "demo_0003",
+    ]
+    assert [w.unit for w in unit_works(store, {"thumb": key}, retry_failed=False)] == []
+    clip.write_bytes(saved)
+    store.add_manifest(load_manifest(root, "csv"))
+    works = unit_works(FeatureStore.open(store_path, "r+"), {"thumb": key}, retry_failed=False)
+    assert [(w.unit, w.slots, w.ids) for w in works] == [(3, ["thumb"], ["demo_0003", "demo_0004"])]
+    assert all("error" not in s for s in works[0].samples)
