@@ -201,11 +201,13 @@ class FeatureStore:
         so a spec that still needs it records the failure, and the extraction job
         retries that failure once the annotation has no error).
         """
-        from featstore.manifest.hashing import is_problem_hash
+        from featstore.manifest.hashing import is_problem_hash, problem_hash
 
         hashes = []
         for s in manifest.samples:
             digest = s.media_hash
+            if digest is None and s.error is not None:  # a manifest saved before problems had hashes
+                digest = problem_hash([f"error:{s.error}"])
             if s.error is not None and s.sample_id in self.index:
                 kept = self.index.media_hash(s.sample_id)
                 digest = digest if is_problem_hash(kept) else kept

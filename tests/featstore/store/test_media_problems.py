@@ -223,3 +223,13 @@ def test_kept_sample_failed_by_a_unit_rewrite_is_planned_again_when_its_clip_is_
     works = unit_works(FeatureStore.open(store_path, "r+"), {"thumb": key}, retry_failed=False)
     assert [(w.unit, w.slots, w.ids) for w in works] == [(3, ["thumb"], ["demo_0003", "demo_0004"])]
     assert all("error" not in s for s in works[0].samples)
+
+
+def test_saved_manifest_without_problem_hashes_still_goes_in(tmp_path):
+    """A manifest saved before problem samples had media hashes: the error makes one."""
+    from featstore.manifest import Manifest, Sample
+
+    old = Manifest(tmp_path, "csv", (Sample("gone", "clips/gone.mp4", error="missing video file clips/gone.mp4"),))
+    store = FeatureStore.create(tmp_path / "store.zarr")
+    assert store.add_manifest(old) == {"added": 1, "changed": 0, "unchanged": 0}
+    assert is_problem_hash(store.media_hash("gone")) and store.annotation("gone")["error"].startswith("missing")
