@@ -23,6 +23,8 @@ ONLINE_TINY_DIR = ENCODER_TINY_DIR  # the one folder of featstore's tiny encoder
 class OnlineFeatures:
     """Map-style dataset: the store's samples, features computed from the clips on each access.
 
+    Samples whose media the manifest found unusable (their annotation has ``error``) are left out.
+
     Args:
         store: the store whose samples (ids, annotations, clip paths) to use.
         root: folder the clip paths are relative to.
@@ -35,7 +37,13 @@ class OnlineFeatures:
 
         fs = FeatureStore.open(store)
         self.root = Path(root)
-        self.samples = [{"sample_id": sid, "video": None, **ann} for sid, ann in zip(fs.sample_ids, fs.annotations())]
+        # A sample whose media the manifest found missing, unsafe or unreadable (``error``) has
+        # no clip to encode; the cache has it as failed, so neither path trains on it.
+        self.samples = [
+            {"sample_id": sid, "video": None, **ann}
+            for sid, ann in zip(fs.sample_ids, fs.annotations())
+            if ann.get("error") is None
+        ]
         self.live = LiveEncoders(preset, fs.attrs.get("extract_config", {}), device)
 
     def spec_ids(self) -> dict[str, str]:

@@ -22,6 +22,7 @@ import numpy as np
 from featstore.cli import main as cli_main
 from featstore.demo.dataset import make_demo_dataset
 from featstore.manifest import Manifest, load_manifest
+from featstore.media.clip import MANIFEST_STAGE
 from featstore.spec import FeatureSpec
 from featstore.store import FeatureStore
 from featstore.store.verify import verify_store
@@ -57,8 +58,12 @@ def fill(store: FeatureStore, manifest: Manifest) -> int:
         start, stop = feat.unit_bounds(unit)
         rows, failures = np.zeros((stop - start, *THUMB_SPEC.shape), np.float32), {}
         for i, sid in enumerate(feat.ids(start, stop)):
+            sample = manifest.get(sid)
+            if sample.error is not None:  # missing, unsafe or unreadable media: never opened
+                failures[sid] = (MANIFEST_STAGE, sample.error)
+                continue
             try:
-                rows[i] = thumbnail(manifest.root / manifest.get(sid).video)
+                rows[i] = thumbnail(manifest.root / sample.video)
             except (av.error.FFmpegError, ValueError, OSError) as e:
                 failures[sid] = ("decode_video", f"{type(e).__name__}: {e}")
         written += feat.write_unit(unit, rows, failures=failures)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from featstore.media.clip import ClipInputs
+from featstore.media.clip import MANIFEST_STAGE, ClipInputs
 from featstore.store import FeatureStore
 
 __all__ = ["UnitWork", "unit_works"]
@@ -45,8 +45,25 @@ def unit_works(store: FeatureStore, keys: dict[str, str], retry_failed: bool) ->
         for unit in store.feature(key).pending_units(retry_failed):
             todo.setdefault(unit, []).append(slot)
     unit_size = store.feature(next(iter(keys.values()))).unit_size
+    for slot, unit in _media_back(store, keys, samples_by_id, unit_size):
+        todo[unit] = [s for s in keys if s == slot or s in todo.get(unit, [])]  # keys order
     works = []
     for unit in sorted(todo):
         ids = store.sample_ids[unit * unit_size : (unit + 1) * unit_size]
         works.append(UnitWork(unit, [samples_by_id[i] for i in ids], todo[unit]))
     return works
+
+
+def _media_back(store: FeatureStore, keys: dict[str, str], samples: dict, unit_size: int) -> list[tuple[str, int]]:
+    """``(slot, unit)`` of failures at stage ``manifest`` whose sample's media is usable again.
+
+    A new problem sample's media hash changes when its file appears, so it is
+    pending anyway; this catches a sample that kept its content hash (features
+    computed before its file went missing) and was failed by a rewrite of its
+    unit, then got back the same bytes."""
+    return [
+        (slot, r["index"] // unit_size)
+        for slot, key in keys.items()
+        for r in store.feature(key).failures()
+        if r["stage"] == MANIFEST_STAGE and samples[r["sample_id"]].get("error") is None
+    ]

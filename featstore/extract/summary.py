@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from featstore.manifest.hashing import is_problem_hash
 from featstore.store import FeatureStore
 
 __all__ = ["summarize", "summary_lines"]
@@ -25,7 +26,11 @@ def summarize(store: FeatureStore, prep: Any, stats: list[dict], wall: float) ->
         "samples": store.num_samples,
         "units_run": len(stats),
         "clips_run": clips,
-        "manifest_problems": [{"sample_id": s.sample_id, "reason": s.error} for s in prep.manifest.problems],
+        # In the store as failures (stage manifest), or "kept": committed before the media went missing.
+        "manifest_problems": [
+            {"sample_id": s.sample_id, "reason": s.error, "kept": not is_problem_hash(store.media_hash(s.sample_id))}
+            for s in prep.manifest.problems
+        ],
         "specs": {slot: {"key": k, **store.feature(k).counts()} for slot, k in prep.keys.items()},
         "failed_by_reason": dict(reasons),
         "stage_seconds": {k: round(v, 2) for k, v in seconds.items()},
@@ -58,7 +63,11 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
             f"pending {c['pending']:>5}"
         )
     lines += [f"  failed: {n} x {reason}" for reason, n in sorted(s["failed_by_reason"].items())]
-    lines += [f"  not in store: {p['sample_id']}: {p['reason']}" for p in s["manifest_problems"]]
+    lines += [
+        f"  media unusable now, features kept from its earlier bytes: {p['sample_id']}: {p['reason']}"
+        for p in s["manifest_problems"]
+        if p["kept"]
+    ]
     lines.append(
         f"  time per stage (summed over workers): {s['stage_seconds']}; faces found in "
         f"{s['faces_found'][0]}/{s['faces_found'][1]} frames"

@@ -9,6 +9,10 @@ from pathlib import Path
 from featstore.checks import positive_int
 from featstore.paths import resolve
 
+# The first bytes of a media hash that marks a problem instead of hashing bytes
+# (see problem_hash). A content sha256 starts with them with probability 2**-64.
+PROBLEM_PREFIX = b"\xffPROBLEM"
+
 # 1 MiB reads: large enough that the per-call overhead vanishes, small enough
 # that hashing a multi-gigabyte clip holds almost no memory.
 DEFAULT_CHUNK = 1 << 20
@@ -83,3 +87,33 @@ def _feed_framed(digest: hashlib._Hash, role: str, path: Path, chunk: int) -> No
         # The length went into the hash before the bytes; a file that grows or
         # shrinks under us would give a digest that matches no real content.
         raise OSError(f"{path} changed while it was hashed: {size} bytes at open, {seen} bytes read")
+
+
+def problem_hash(markers: list[str]) -> str:
+    """Return the media hash of a sample whose media cannot be used: it marks the problem, not bytes.
+
+    The store keys features by media hash, so a sample whose file is missing,
+    outside the root or unreadable still gets one, and gets a different one as
+    soon as the file is put in place (the content hash) or the problem changes.
+
+    Args:
+        markers: One stable description per problem, e.g. ``"missing:video:clips/a.mp4"``
+            (kind, role, the path as written; never an absolute path or a message
+            that varies between runs).
+
+    Returns:
+        A 64-character hex digest: PROBLEM_PREFIX, then the first 24 bytes of the
+        sha256 of the markers (so :func:`is_problem_hash` can tell it from content).
+
+    Raises:
+        ValueError: ``markers`` is empty.
+    """
+    if not markers:
+        raise ValueError("problem_hash needs at least one problem marker")
+    digest = hashlib.sha256("\n".join(markers).encode("utf-8")).digest()
+    return (PROBLEM_PREFIX + digest[: 32 - len(PROBLEM_PREFIX)]).hex()
+
+
+def is_problem_hash(media_hash: str) -> bool:
+    """True if ``media_hash`` (hex) was made by :func:`problem_hash`, not from media bytes."""
+    return media_hash.lower().startswith(PROBLEM_PREFIX.hex())

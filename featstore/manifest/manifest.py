@@ -23,6 +23,7 @@ from featstore.manifest.formats import (
     read_text,
     read_transcripts,
 )
+from featstore.manifest.hashing import problem_hash
 from featstore.manifest.media_files import check_media, hash_all, locate_videos
 
 __all__ = ["Manifest", "Sample", "load_manifest"]
@@ -54,9 +55,12 @@ class Sample:
         caption: MERR coarse ``caption``.
         reasoning: MERR fine ``smp_reason_caption``.
         extra: Every other annotation field, JSON-able (peak_index, n_frames, valence, ...).
-        media_hash: sha256 hex of the media bytes (:func:`featstore.manifest.hashing.hash_media`), or
-            None when the media is missing or hashing was turned off.
-        error: Why the sample cannot be processed, or None.
+        media_hash: sha256 hex of the media bytes (:func:`featstore.manifest.hashing.hash_media`);
+            for a sample with ``error``, a hash that marks the problem
+            (:func:`featstore.manifest.hashing.problem_hash`); None when hashing was turned off.
+        error: Why the sample cannot be processed (missing, unsafe or unreadable
+            media, naming the path), or None. The store records it as the
+            sample's failure (stage ``manifest``) in every spec.
     """
 
     sample_id: str
@@ -95,8 +99,10 @@ class Sample:
 
     def annotation(self) -> dict[str, Any]:
         """What a trainer needs besides features: media paths, label, texts, extra
-        fields; empty ones left out. This is what the store keeps per sample."""
-        skip = ("sample_id", "media_hash", "error")
+        fields, and ``error`` for a sample that cannot be processed; empty ones left
+        out. This is what the store keeps per sample (the extraction job reads
+        ``error`` back to record the failure without opening any file)."""
+        skip = ("sample_id", "media_hash")
         return {k: v for k, v in self.to_dict().items() if k not in skip and v not in (None, {})}
 
     @classmethod
@@ -270,14 +276,16 @@ def load_manifest(
             False leaves ``media_hash`` None, for a quick look.
 
     Returns:
-        The Manifest, in annotation-file order. A sample whose media is missing
-        or unreadable is kept, with ``error`` saying why.
+        The Manifest, in annotation-file order. A sample whose media is missing,
+        outside ``root`` (absolute, ``..``, a symlink out) or unreadable is kept,
+        with ``error`` saying why and naming the path, and a ``media_hash`` that
+        marks the problem; a file outside ``root`` is never opened.
 
     Raises:
         ManifestError: No root, no or several candidate annotation files,
-            malformed or empty annotation (names file and line), an unknown
-            label, or annotations that disagree on a field.
-        UnsafePathError: A media path is absolute or leaves ``root`` (names the sample).
+            malformed or empty annotation (names file and line), a sample id
+            the store cannot hold (names file and line), an unknown label, or
+            annotations that disagree on a field.
         DuplicateSampleError: Ids repeat in a file (every such id is named).
     """
     base = Path(root).absolute()
@@ -296,6 +304,7 @@ def _read_records(sources: Sources) -> list[Record]:
     if not records:
         raise ManifestError(f"{sources.annotation}: no samples in this {sources.format} annotation")
     check_unique([r["sample_id"] for r in records], [r["where"] for r in records], str(sources.annotation))
+    _check_keys(records)
     if sources.labels is not None:
         _join_labels(records, sources.labels)
     if sources.transcripts is not None:
@@ -304,18 +313,38 @@ def _read_records(sources: Sources) -> list[Record]:
 
 
 def _build_samples(root: Path, records: list[Record], hash_media: bool) -> list[Sample]:
-    """Check every record's media (refusing unsafe paths before any hashing), hash what is present."""
+    """Check every record's media (unsafe paths are never opened), hash what is present.
+
+    A sample whose media is missing, unsafe or unreadable gets ``error`` (every
+    problem's reason) and a media hash that marks the problems
+    (:func:`featstore.manifest.hashing.problem_hash`), so the store keeps it as a
+    failed sample and recomputes it once its media is in place.
+    """
     checked = [check_media(root, record) for record in records]
-    todo = [i for i, (_, _, error) in enumerate(checked) if error is None] if hash_media else []
+    todo = [i for i, (_, _, problems) in enumerate(checked) if not problems] if hash_media else []
     digests = dict(zip(todo, hash_all(root, [checked[i][:2] for i in todo])))
     samples = []
-    for i, (record, (video, audio, error)) in enumerate(zip(records, checked)):
-        digest, hash_error = digests.get(i, (None, None))
+    for i, (record, (video, audio, problems)) in enumerate(zip(records, checked)):
+        digest, read_problem = digests.get(i, (None, None))
+        problems = problems + ([read_problem] if read_problem is not None else [])
+        error = None
+        if problems:
+            digest = problem_hash([p.marker for p in problems])
+            error = "; ".join(p.reason for p in problems)
         fields = {name: record[name] for name in ("transcript", "label", "caption", "reasoning", "extra")}
-        samples.append(
-            Sample(record["sample_id"], video, audio, **fields, media_hash=digest, error=error or hash_error)
-        )
+        samples.append(Sample(record["sample_id"], video, audio, **fields, media_hash=digest, error=error))
     return samples
+
+
+def _check_keys(records: list[Record]) -> None:
+    """Raise ManifestError naming the row of the first id the store cannot hold as a key."""
+    from featstore.store.index import check_sample_id
+
+    for record in records:
+        try:
+            check_sample_id(record["sample_id"])
+        except ValueError as err:
+            raise ManifestError(f"{record['where']}: {err}") from None
 
 
 def check_unique(ids: Sequence[str], wheres: Sequence[str], source: str) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
-from featstore.errors import ManifestError
+from featstore.errors import ManifestError, UnsafePathError
 from featstore.manifest import hashing
 from featstore.manifest.formats import VIDEO_EXTS, Record
 from featstore.paths import safe_relpath
@@ -102,50 +103,74 @@ def locate_videos(root: Path, records: list[Record], fuzzy_digits: bool = False)
         record["video"], record["error"] = index.find(record["sample_id"], fuzzy_digits)
 
 
-def check_media(root: Path, record: Record) -> tuple[str | None, str | None, str | None]:
-    """Check a record's media paths: safe, present, regular files.
+@dataclass(frozen=True)
+class Problem:
+    """Why a sample's media cannot be used.
+
+    Attributes:
+        reason: For people, naming the path: "missing video file clips/a.mp4".
+        marker: Stable across runs (kind, role, the path as written; no absolute
+            paths, no OS message), fed to :func:`featstore.manifest.hashing.problem_hash`:
+            "missing:video:clips/a.mp4", "unsafe:audio:../x.wav",
+            "unreadable:video:clips/a.mp4: PermissionError".
+    """
+
+    reason: str
+    marker: str
+
+
+def check_media(root: Path, record: Record) -> tuple[str | None, str | None, list[Problem]]:
+    """Check a record's media paths: safe, present, regular files. Never opens a file.
+
+    A path that is absolute or leaves ``root`` is a problem of the sample (kind
+    ``unsafe``), and the sample's path for that role becomes None, so nothing
+    downstream can ever open it.
 
     Args:
         root: The dataset root folder.
         record: The record; its ``video``/``audio`` are paths relative to ``root`` or None.
 
     Returns:
-        ``(video, audio, error)``: normalised paths, and why the sample cannot
-        be processed ("missing video file clips/x.mp4"), or None.
-
-    Raises:
-        UnsafePathError: A path is absolute or escapes ``root`` (names the sample).
+        ``(video, audio, problems)``: the normalised safe paths, and why the
+        sample cannot be processed (empty when it can).
     """
     sample_id = record["sample_id"]
-    paths = {
-        role: None if record[role] is None else safe_relpath(root, record[role], sample_id)
-        for role in ("video", "audio")
-    }
-    problems = [record["error"]] if record.get("error") else []
-    for role, rel in paths.items():
-        if rel is not None:
-            problem = _file_problem(root / rel, role, rel)
-            problems += [problem] if problem else []
+    problems = []
+    if record.get("error"):  # set by locate_videos: no clip of that name under the root
+        problems.append(Problem(record["error"], f"missing:video:{sample_id}.*"))
+    paths: dict[str, str | None] = {"video": None, "audio": None}
+    for role in paths:
+        raw = record[role]
+        if raw is None:
+            continue
+        try:
+            rel = safe_relpath(root, raw, None)
+        except UnsafePathError as err:
+            problems.append(Problem(f"unsafe {role} path: {err}", f"unsafe:{role}:{raw}"))
+            continue
+        paths[role] = rel
+        problem = _file_problem(root / rel, role, rel)
+        problems += [problem] if problem else []
     if not problems and paths["video"] is None and paths["audio"] is None:
-        problems.append("no media: video and audio are both empty")
-    return paths["video"], paths["audio"], "; ".join(problems) or None
+        problems.append(Problem("no media: video and audio are both empty", "no-media"))
+    return paths["video"], paths["audio"], problems
 
 
-def _file_problem(path: Path, role: str, rel: str) -> str | None:
+def _file_problem(path: Path, role: str, rel: str) -> Problem | None:
     """Return why ``path`` is not a usable media file, or None."""
     try:
         if not path.exists():
-            return f"missing {role} file {rel}"
+            return Problem(f"missing {role} file {rel}", f"missing:{role}:{rel}")
         if not path.is_file():
-            return f"{role} path {rel} is not a regular file"
+            return Problem(f"{role} path {rel} is not a regular file", f"unreadable:{role}:{rel}: not a regular file")
     except OSError as err:
-        return f"cannot check {role} file {rel}: {err}"
+        return Problem(f"cannot check {role} file {rel}: {err}", f"unreadable:{role}:{rel}: {type(err).__name__}")
     return None
 
 
 def hash_all(
     root: Path, media: list[tuple[str | None, str | None]], threads: int = HASH_THREADS
-) -> list[tuple[str | None, str | None]]:
+) -> list[tuple[str | None, Problem | None]]:
     """Hash each ``(video, audio)`` pair's bytes, in parallel, keeping input order.
 
     Args:
@@ -154,17 +179,29 @@ def hash_all(
         threads: Worker threads.
 
     Returns:
-        One ``(digest, None)`` or ``(None, reason)`` per pair; a file that
-        cannot be read is a per-sample reason, not an exception.
+        One ``(digest, None)`` or ``(None, problem)`` per pair; a file that
+        cannot be read is a per-sample problem, not an exception.
     """
 
-    def one(pair: tuple[str | None, str | None]) -> tuple[str | None, str | None]:
+    def one(pair: tuple[str | None, str | None]) -> tuple[str | None, Problem | None]:
         try:
             return hashing.hash_media(root, *pair), None
         except OSError as err:
-            return None, f"cannot read media: {err}"
+            return None, _read_problem(root, pair, err)
 
     if len(media) <= 1:
         return [one(pair) for pair in media]
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(media)))) as pool:
         return list(pool.map(one, media))
+
+
+def _read_problem(root: Path, pair: tuple[str | None, str | None], err: OSError) -> Problem:
+    """The problem of a pair whose hashing raised ``err``, naming the file that could not be read."""
+    failed = os.fspath(err.filename) if err.filename is not None else None
+    named = [(role, rel) for role, rel in zip(("video", "audio"), pair) if rel is not None]
+    hits = [(role, rel) for role, rel in named if failed == os.fspath(root / rel)]
+    role, rel = hits[0] if hits else ("media", ", ".join(rel for _, rel in named))
+    what = err.strerror or str(err)
+    return Problem(
+        f"cannot read {role} file {rel}: {type(err).__name__}: {what}", f"unreadable:{role}:{rel}: {type(err).__name__}"
+    )

@@ -19,6 +19,9 @@ from featstore.media.video import FramePolicy, decode_video_policies
 from featstore.names import INPUT_KEY, VISUAL_SLOTS
 from featstore.paths import resolve
 
+# Failure stage of a sample whose media the manifest found missing, unsafe or unreadable.
+MANIFEST_STAGE = "manifest"
+
 
 @dataclass(frozen=True)
 class DecodeConfig:
@@ -83,13 +86,20 @@ def _failure(err: MediaError) -> tuple[str, str]:
 def decode_clip(sample: Any, root: str | Path, slots: Sequence[str], cfg: DecodeConfig) -> ClipInputs:
     """Decode what ``slots`` need from one manifest sample; never raises MediaError.
 
+    A sample with ``error`` (its media is missing, outside the dataset root or
+    unreadable) opens no file: every slot fails at stage ``manifest`` with that reason.
+
     Args:
-        sample: a manifest Sample (``sample_id``, ``video``, ``audio``, ``extra``).
+        sample: a manifest Sample (``sample_id``, ``video``, ``audio``, ``extra``, ``error``).
         root: the dataset root its paths are relative to.
         slots: encoder slots to prepare inputs for.
         cfg: the decode settings.
     """
     out = ClipInputs(sample.sample_id)
+    error = getattr(sample, "error", None)
+    if error is not None:  # missing, unsafe or unreadable media: record why, open nothing
+        out.failures.update({slot: (MANIFEST_STAGE, error) for slot in slots})
+        return out
     visual = [s for s in slots if s in VISUAL_SLOTS]
     if visual:
         _decode_visual(sample, Path(root), visual, cfg, out)

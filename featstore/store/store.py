@@ -190,11 +190,30 @@ class FeatureStore:
         return {"added": len(new_ids), "changed": changed, "unchanged": len(ids) - len(new_ids) - changed}
 
     def add_manifest(self, manifest: Manifest) -> dict[str, int]:
-        """``add_samples`` for a manifest's usable samples, with their annotations.
-        Samples with problems (missing media) are left out; the caller reports them."""
-        usable = manifest.usable
+        """``add_samples`` for every sample of a manifest, with its annotation.
+
+        A sample whose media cannot be used (``Sample.error``: missing, outside the
+        root, unreadable) goes in with the media hash that marks its problem, so it
+        is pending until a run records its failure (stage ``manifest``), and
+        pending again once its media is in place. A sample already in the store
+        with a content hash keeps that hash when its media goes missing: the
+        features computed from those bytes stay (its annotation carries the error,
+        so a spec that still needs it records the failure, and the extraction job
+        retries that failure once the annotation has no error).
+        """
+        from featstore.manifest.hashing import is_problem_hash, problem_hash
+
+        hashes = []
+        for s in manifest.samples:
+            digest = s.media_hash
+            if digest is None and s.error is not None:  # a manifest saved before problems had hashes
+                digest = problem_hash([f"error:{s.error}"])
+            if s.error is not None and s.sample_id in self.index:
+                kept = self.index.media_hash(s.sample_id)
+                digest = digest if is_problem_hash(kept) else kept
+            hashes.append(digest)
         return self.add_samples(
-            [s.sample_id for s in usable], [s.media_hash for s in usable], [s.annotation() for s in usable]
+            [s.sample_id for s in manifest.samples], hashes, [s.annotation() for s in manifest.samples]
         )
 
     def _load_annotations(self) -> list[str]:

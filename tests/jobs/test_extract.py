@@ -4,6 +4,7 @@ drivers never lose or duplicate a sample, and the batch size changes no byte."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -195,3 +196,65 @@ def test_batch_size_3_on_mixed_frame_sizes_gives_the_same_bytes(sizes_dataset, t
             a, b = one[slot].raw(name)[:], three[slot].raw(name)[:]
             assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), (slot, name)
     assert spec_free_tree(tmp_path / "b1" / "store.zarr") == spec_free_tree(tmp_path / "b3" / "store.zarr")
+
+
+def test_unusable_media_rows_are_failures_then_computed_once_in_place(tmp_path, capsys):
+    """Rows whose clip is missing, outside the dataset root or a folder: the job records each
+    as a failure (stage manifest, reason naming the path) in every spec, and --strict exits 1.
+    With the files in place, a plain re-run (no --retry-failed) runs exactly the three units
+    holding them, leaves the fourth unit's chunks as they were, and the store is then bitwise
+    the store a clean run of the fixed dataset writes."""
+    from featstore.cli import main as cli_main
+    from featstore.manifest.hashing import hash_media
+    from tests.featstore.store.test_media_problems import GOOD as GOOD_IDS
+    from tests.featstore.store.test_media_problems import (
+        PROBLEMS,
+        REASONS,
+        fix_problems,
+        problem_dataset,
+        unit_chunks,
+    )
+
+    root = problem_dataset(tmp_path / "ds")
+    out = tmp_path / "run"
+    store_path = out / "store.zarr"
+    proc, summary = run_job(root, out, "--strict")
+    assert proc.returncode == 1 and "--strict: 6 failed feature(s), 3 unusable sample(s)" in proc.stderr, proc.stderr
+    assert summary["units_run"] == 4 and summary["samples"] == 8
+    for slot in ("local", "audio"):
+        assert {k: summary["specs"][slot][k] for k in ("committed", "failed", "pending")} == {
+            "committed": 5,
+            "failed": 3,
+            "pending": 0,
+        }
+        assert f"failed: 1 x {slot}: manifest: missing video file clips/missing.mp4" in proc.stdout
+    assert {p["sample_id"]: (p["reason"], p["kept"]) for p in summary["manifest_problems"]} == {
+        sid: (REASONS[sid], False) for sid in PROBLEMS
+    }
+    assert "not in store" not in proc.stdout
+    assert cli_main(["failures", str(store_path), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {(r["spec"], r["sample_id"]): (r["stage"], r["reason"]) for r in rows} == {
+        (slot, sid): ("manifest", REASONS[sid]) for slot in ("local", "audio") for sid in PROBLEMS
+    }
+    store = FeatureStore.open(store_path)
+    good = {(f.spec.name, sid): f.read_id(sid).tobytes() for f in store.features() for sid in GOOD_IDS}
+    untouched = unit_chunks(store_path, 3)
+
+    fix_problems(root)
+    proc, summary = run_job(root, out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert summary["units_run"] == 3 and sorted(summary["unit_writers"]) == ["0", "1", "2"]
+    assert summary["clips_run"] == 6 and summary["manifest_problems"] == []
+    assert all(c["committed"] == 8 and c["failed"] == 0 for c in summary["specs"].values()), summary["specs"]
+    store = FeatureStore.open(store_path)
+    assert {sid: store.media_hash(sid) for sid in PROBLEMS} == {
+        sid: hash_media(root, f"clips/{sid}.mp4", None) for sid in PROBLEMS
+    }
+    assert {(f.spec.name, sid): f.read_id(sid).tobytes() for f in store.features() for sid in GOOD_IDS} == good
+    assert unit_chunks(store_path, 3) == untouched
+
+    clean = tmp_path / "clean"
+    proc, summary = run_job(root, clean)
+    assert proc.returncode == 0 and summary["units_run"] == 4, proc.stderr[-3000:]
+    assert tree(store_path) == tree(clean / "store.zarr")

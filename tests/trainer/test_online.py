@@ -101,3 +101,17 @@ def test_online_refuses_other_encoders(clip_cache, tiny_llm, tmp_path):
     with pytest.raises(CacheError, match="0123456789abcdef") as err:
         TrainRecipe(cfg).setup()
     assert ids["audio"] in str(err.value)
+
+
+def test_online_leaves_out_samples_whose_media_is_unusable(clip_cache, tmp_path):
+    """The cache has such a sample as failed (ZarrDataset skips it); the online path skips it too."""
+    _, data, _ = clip_cache
+    ids = sorted(p.stem for p in (data / "clips").glob("*.mp4"))
+    rows = [f"{sid},clips/{sid}.mp4" for sid in ids] + ["gone,clips/gone.mp4"]
+    (tmp_path / "manifest.csv").write_text("sample_id,video\n" + "\n".join(rows) + "\n")
+    manifest = demo_tools().load_manifest(data, format="csv", annotation=str(tmp_path / "manifest.csv"))
+    assert [s.sample_id for s in manifest.problems] == ["gone"]
+    store = FeatureStore.create(tmp_path / "store.zarr")
+    store.add_manifest(manifest)
+    online = OnlineFeatures(str(tmp_path / "store.zarr"), data)
+    assert [s["sample_id"] for s in online.samples] == ids and len(online) == len(ids)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from featstore.errors import DuplicateSampleError, ManifestError, UnsafePathError
 from featstore.manifest import Manifest, Sample, load_manifest
-from featstore.manifest.hashing import hash_file, hash_media
+from featstore.manifest.hashing import hash_file, hash_media, is_problem_hash, problem_hash
 from featstore.names import DFEW_LABELS, MERR_LABELS
 
 
@@ -283,33 +284,101 @@ def test_unknown_format_and_missing_root(tmp_path):
 # ---------------------------------------------------------------- unsafe paths, duplicates, bad input
 
 
-@pytest.mark.parametrize("video", ["/etc/passwd", "../x.mp4", "a/../../x.mp4", "C:\\clips\\x.mp4"])
-def test_unsafe_paths_refused_naming_the_sample(tmp_path, video):
+class Opened:
+    """Every path this process opens while active (a real audit hook, nothing mocked)."""
+
+    paths: list[str] = []
+    active = False
+
+    @classmethod
+    def hook(cls, event: str, args: tuple) -> None:
+        if cls.active and event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+            cls.paths.append(os.fsdecode(args[0]))
+
+    def __enter__(self) -> list[str]:
+        Opened.paths, Opened.active = [], True
+        return Opened.paths
+
+    def __exit__(self, *exc: object) -> None:
+        Opened.active = False
+
+
+sys.addaudithook(Opened.hook)
+
+
+def outside(root: Path, paths: list[str], *targets: str) -> list[str]:
+    """The opened paths that name one of ``targets`` or lie beside ``root`` (in the test's
+    folder, where its outside files are) but not in it. Python's own module files, which an
+    import may open at any time, are not the dataset's business."""
+    real, beside = root.resolve(), root.parent.resolve()
+    hits = []
+    for p in paths:
+        where = Path(os.path.realpath(os.path.join(root, p)))
+        if p in targets or (where.is_relative_to(beside) and not where.is_relative_to(real)):
+            hits.append(p)
+    return hits
+
+
+@pytest.mark.parametrize(
+    ("video", "why"),
+    [
+        ("/etc/passwd", "is absolute"),
+        ("../x.mp4", "escapes the dataset root"),
+        ("a/../../x.mp4", "escapes the dataset root"),
+        ("C:\\clips\\x.mp4", "is absolute"),
+    ],
+)
+def test_unsafe_path_is_a_sample_problem_and_never_opened(tmp_path, video, why):
     root = tmp_path / "root"
     write(root, "clips/ok.mp4", clip(1))
     write(tmp_path, "x.mp4", clip(2))
     write(root, "manifest.csv", f"sample_id,video\nok,clips/ok.mp4\nevil_7,{video}\n")
-    with pytest.raises(UnsafePathError, match=r"sample 'evil_7'"):
-        load_manifest(root)
+    with Opened() as opened:
+        m = load_manifest(root)
+    assert m.ids == ["ok", "evil_7"] and [s.sample_id for s in m.problems] == ["evil_7"]
+    evil = m.get("evil_7")
+    assert evil.video is None  # nothing downstream can open it
+    assert evil.error.startswith(f"unsafe video path: media path {video!r} {why}"), evil.error
+    assert evil.media_hash == problem_hash([f"unsafe:video:{video}"]) and is_problem_hash(evil.media_hash)
+    assert any(p.endswith("clips/ok.mp4") for p in opened)  # the hook sees the opens it should
+    assert outside(root, opened, video) == []
 
 
-def test_symlink_out_of_root_refused_naming_the_sample(tmp_path):
+def test_symlink_out_of_root_is_a_sample_problem_and_never_opened(tmp_path):
     root = tmp_path / "root"
     write(tmp_path, "outside/secret.mp4", clip(9))
-    root.mkdir()
+    write(root, "ok.mp4", clip(1))
     os.symlink(tmp_path / "outside", root / "clips")
-    write(root, "manifest.csv", "sample_id,video\nleaky,clips/secret.mp4\n")
-    with pytest.raises(UnsafePathError, match=r"sample 'leaky'.*outside the dataset root"):
-        load_manifest(root)
+    write(root, "manifest.csv", "sample_id,video\nok,ok.mp4\nleaky,clips/secret.mp4\n")
+    with Opened() as opened:
+        m = load_manifest(root)
+    leaky = m.get("leaky")
+    assert leaky.video is None and "outside the dataset root" in leaky.error and "clips/secret.mp4" in leaky.error
+    assert leaky.media_hash == problem_hash(["unsafe:video:clips/secret.mp4"])
+    assert any(p.endswith("ok.mp4") for p in opened) and outside(root, opened) == []
 
 
-def test_symlinked_clip_found_by_name_is_refused_too(tmp_path):
+def test_symlinked_clip_found_by_name_is_a_problem_too(tmp_path):
     root = merr_root(tmp_path / "root")
     (root / "video/part0/sample_00000000.mp4").unlink()
     write(tmp_path, "elsewhere.mp4", clip(7))
     os.symlink(tmp_path / "elsewhere.mp4", root / "video/part0/sample_00000000.mp4")
-    with pytest.raises(UnsafePathError, match=r"sample 'sample_00000000'"):
-        load_manifest(root)
+    with Opened() as opened:
+        m = load_manifest(root)
+    bad = m.get("sample_00000000")
+    assert bad.video is None and bad.error.startswith("unsafe video path: media path 'video/part0/sample_00000000.mp4'")
+    assert [s.sample_id for s in m.problems] == ["sample_00000000"] and outside(root, opened) == []
+
+
+def test_ids_the_store_cannot_hold_are_refused_naming_the_row(tmp_path):
+    write(tmp_path, "a.mp4", clip(1))
+    long_id = "x" * 129
+    write(tmp_path, "manifest.csv", f"sample_id,video\nok,a.mp4\n{long_id},a.mp4\n")
+    with pytest.raises(ManifestError, match=r"manifest.csv: line 3: sample id 'x+' is longer than 128"):
+        load_manifest(tmp_path)
+    write(tmp_path, "manifest.csv", "sample_id,video\nok,a.mp4\n,a.mp4\n")
+    with pytest.raises(ManifestError, match=r"manifest.csv: line 3: sample_id is missing or empty"):
+        load_manifest(tmp_path)
 
 
 def test_duplicate_ids_are_all_named(tmp_path):
@@ -389,7 +458,29 @@ def test_missing_media_is_recorded_per_sample_and_the_rest_loads(tmp_path):
     ]
     assert [s.sample_id for s in m.usable] == ["a"] and [s.sample_id for s in m.problems] == ["b", "c", "d"]
     assert m.get("a").media_hash == hash_media(tmp_path, "clips/a.mp4", None)
-    assert [s.media_hash for s in m.problems] == [None, None, None]
+    assert [s.media_hash for s in m.problems] == [
+        problem_hash(["missing:video:clips/b.mp4"]),
+        problem_hash(["missing:audio:audio/c.wav"]),
+        problem_hash(["no-media"]),
+    ]
+    assert not is_problem_hash(m.get("a").media_hash) and all(is_problem_hash(s.media_hash) for s in m.problems)
+    assert m.get("b").annotation()["error"] == "missing video file clips/b.mp4"
+    assert "error" not in m.get("a").annotation()
+
+
+def test_problem_hash_changes_when_the_file_appears_or_the_problem_changes(tmp_path):
+    write(tmp_path, "manifest.csv", "sample_id,video\na,clips/a.mp4\n")
+    missing = load_manifest(tmp_path).get("a")
+    assert missing.media_hash == load_manifest(tmp_path).get("a").media_hash  # stable across loads
+    (tmp_path / "clips/a.mp4").mkdir(parents=True)
+    not_a_file = load_manifest(tmp_path).get("a")
+    assert not_a_file.error == "video path clips/a.mp4 is not a regular file"
+    assert not_a_file.media_hash == problem_hash(["unreadable:video:clips/a.mp4: not a regular file"])
+    (tmp_path / "clips/a.mp4").rmdir()
+    write(tmp_path, "clips/a.mp4", clip(1))
+    present = load_manifest(tmp_path).get("a")
+    assert present.error is None and present.media_hash == hash_media(tmp_path, "clips/a.mp4", None)
+    assert len({missing.media_hash, not_a_file.media_hash, present.media_hash}) == 3
 
 
 def test_media_hash_changes_with_one_byte_and_is_stable_otherwise(tmp_path):
@@ -440,8 +531,8 @@ def test_unreadable_media_is_a_per_sample_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(manifest_media.hashing, "hash_media", flaky)
     m = load_manifest(csv_root(tmp_path))
-    assert m.get("a").error.startswith("cannot read media: [Errno 13] Permission denied")
-    assert m.get("a").media_hash is None
+    assert m.get("a").error == "cannot read video file clips/a.mp4: PermissionError: Permission denied"
+    assert m.get("a").media_hash == problem_hash(["unreadable:video:clips/a.mp4: PermissionError"])
     assert m.get("b").error is None and m.get("b").media_hash == real(tmp_path, "clips/b.mp4", "audio/b.wav")
 
 

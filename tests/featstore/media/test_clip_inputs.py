@@ -108,3 +108,12 @@ def test_unreadable_clip_fails_every_slot(tmp_path):
     clip = decode_clip(Sample("bad", "bad.mp4"), tmp_path, SLOTS, DecodeConfig())
     assert set(clip.failures) == set(SLOTS)
     assert all("unreadable" in reason for _, reason in clip.failures.values())
+
+
+def test_sample_with_a_manifest_error_fails_every_slot_without_decoding(demo):
+    """A sample the manifest found unusable is never decoded, even when a real clip sits at its path."""
+    good = list(demo)[0]
+    sample = Sample.from_dict({**good.to_dict(), "error": "cannot read video file x.mp4: PermissionError: denied"})
+    clip = decode_clip(sample, demo.root, SLOTS, DecodeConfig())
+    assert clip.arrays == {} and clip.faces_total == 0
+    assert clip.failures == {s: ("manifest", "cannot read video file x.mp4: PermissionError: denied") for s in SLOTS}
