@@ -228,3 +228,14 @@ def test_unreachable_endpoint_is_named(s3):
     done = cli("info", url, env={"AWS_ENDPOINT_URL": closed})
     assert done.returncode == 2 and f"{url}: cannot reach the storage endpoint" in done.stderr, done.stderr
     assert SECRET_KEY not in done.stdout + done.stderr
+
+
+def test_endpoint_from_an_fsspec_variable(s3):
+    """``FSSPEC_S3_ENDPOINT_URL`` (fsspec's own configuration) reaches s3fs, and wins over
+    botocore's ``AWS_ENDPOINT_URL``, here pointing at a closed port."""
+    fill(s3.url("x.zarr"))
+    done = cli(
+        "info", s3.url("x.zarr"), env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "FSSPEC_S3_ENDPOINT_URL": s3.endpoint}
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"samples {N}" in done.stdout
