@@ -19,6 +19,8 @@ import fsspec
 __all__ = ["describe", "is_remote", "probe_bucket", "redact"]
 
 LOCAL_PROTOCOLS = frozenset({"file", "local", "memory"})
+# Protocols whose URLs start with a bucket (S3, GCS) or container (Azure) name.
+BUCKET_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
 
 # Storage-option keys and environment variables whose values are secrets.
 SECRET_OPTION_KEYS = frozenset(
@@ -145,9 +147,10 @@ def _bucket(url: str) -> str:
 
 
 def probe_bucket(url: str, storage_options: Mapping | None = None) -> str | None:
-    """For a remote ``url``: a description (``describe``) of what stops its bucket from
-    being used, or None when the bucket is there and readable, or ``url`` is local."""
-    if not is_remote(url):
+    """For a bucket URL (``BUCKET_PROTOCOLS``): a description (``describe``) of what stops
+    its bucket from being used, or None when the bucket is there and readable, or
+    ``url`` has no bucket (a local path, ``memory://``, ``http://``)."""
+    if url.split("://", 1)[0] not in BUCKET_PROTOCOLS or "://" not in url:
         return None
     try:
         fs, _ = fsspec.core.url_to_fs(url, **dict(storage_options or {}))

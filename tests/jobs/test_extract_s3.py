@@ -76,3 +76,11 @@ def test_job_killed_after_commits_resumes_to_the_clean_store(mixed_dataset, refe
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert summary["units_run"] == len(pending)  # only the remaining work
     assert s3.tree("store.zarr") == tree(reference[0])
+
+
+def test_job_names_a_missing_bucket(mixed_dataset, s3, tmp_path):
+    url = f"s3://{s3.bucket}-missing/store.zarr"
+    proc, summary = run_job(mixed_dataset, tmp_path, "--store", url)
+    assert proc.returncode == 2 and summary is None, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert f"extract: {url}: no such bucket '{s3.bucket}-missing'" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
