@@ -78,9 +78,11 @@ def test_job_killed_after_commits_resumes_to_the_clean_store(mixed_dataset, refe
     assert s3.tree("store.zarr") == tree(reference[0])
 
 
-def test_job_names_a_missing_bucket(mixed_dataset, s3, tmp_path):
-    url = f"s3://{s3.bucket}-missing/store.zarr"
-    proc, summary = run_job(mixed_dataset, tmp_path, "--store", url)
-    assert proc.returncode == 2 and summary is None, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert f"extract: {url}: no such bucket '{s3.bucket}-missing'" in proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stdout + proc.stderr
+def test_job_names_a_missing_bucket_before_starting_ray(mixed_dataset, s3, tmp_path):
+    for extra in (("--store", f"s3://{s3.bucket}-missing/store.zarr"), ("--export-wds", f"s3://{s3.bucket}-gone/sh")):
+        proc, summary = run_job(mixed_dataset, tmp_path, *extra)
+        assert proc.returncode == 2 and summary is None, proc.stdout[-2000:] + proc.stderr[-2000:]
+        said = proc.stdout + proc.stderr
+        assert f"extract: {extra[1]}: no such bucket '{extra[1][5:].split('/')[0]}'" in said, said[-2000:]
+        assert "Traceback" not in said and "Ray" not in said, said[-2000:]
+    assert not (tmp_path / "store.zarr").exists()  # nothing written anywhere
