@@ -148,7 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Inspect a featstore: a Zarr v3 cache of frozen-encoder features for emotion LLMs.",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    store_help = "store location: a local path or an fsspec URL (s3://bucket/store.zarr)"
+    store_help = (
+        "store location: a local path or an fsspec URL (s3://bucket/store.zarr; endpoint and credentials "
+        "from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION or AWS_PROFILE)"
+    )
 
     info = sub.add_parser("info", help="samples, and per spec: id, shape, dtype, committed/failed/pending, size")
     info.add_argument("store", help=store_help)
@@ -177,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
         "listed with why. The same store gives byte-identical shards.",
     )
     export.add_argument("store", help=store_help)
-    export.add_argument("out", help="output folder: a local path or an fsspec URL")
+    export.add_argument(
+        "out", help="output folder: a local path or an fsspec URL (s3://bucket/shards; the bucket must exist)"
+    )
     export.add_argument("--specs", help="comma-separated spec names (or ids) to include (default: all)")
     size = export.add_mutually_exclusive_group()
     size.add_argument("--maxcount", type=int, help="at most N samples a shard (default 1000)")

@@ -21,6 +21,11 @@ class StoreError(FeatstoreError):
     """The feature store is missing, malformed, or used inconsistently."""
 
 
+class StorageAccessError(StoreError):
+    """The storage behind a URL cannot be used: no such bucket, access denied, or the
+    endpoint cannot be reached. The message names the URL, never the credentials."""
+
+
 class SpecMismatchError(StoreError):
     """A store or shard set holds features of a different spec than expected."""
 

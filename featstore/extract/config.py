@@ -42,7 +42,11 @@ class ExtractConfig:
     annotation: str | None = _opt(
         None, "annotation file (relative to the dataset root) when auto-detection is ambiguous"
     )
-    store: str | None = _opt(None, "feature store: local path or fsspec URL; default: WORK_DIR/store.zarr")
+    store: str | None = _opt(
+        None,
+        "feature store: local path or fsspec URL (s3://bucket/x.zarr: the bucket must exist; endpoint and "
+        "credentials from the AWS_* variables, which Ray workers inherit; see README); default: WORK_DIR/store.zarr",
+    )
     work_dir: str = _opt("demo_out", "folder for the demo dataset, tiny checkpoints and default outputs")
     preset: str = _opt(
         "tiny",
@@ -68,7 +72,9 @@ class ExtractConfig:
     limit: int | None = _opt(None, "only the first N samples of the manifest")
     retry_failed: bool = _opt(False, "recompute samples recorded as failed (default: only pending ones)")
     export_wds: str | None = _opt(
-        None, "after extraction, write WebDataset shards here; default with no --dataset: WORK_DIR/shards"
+        None,
+        "after extraction, write WebDataset shards here (local path or fsspec URL such as s3://bucket/shards); "
+        "default with no --dataset: WORK_DIR/shards",
     )
     strict: bool = _opt(False, "exit non-zero if any sample failed")
     global_frame: str = _opt(

@@ -13,6 +13,7 @@ from typing import Any
 
 import ray
 
+from featstore.errors import StorageAccessError
 from featstore.extract.config import ExtractConfig
 from featstore.extract.console import Console, ProgressBar, ProgressCounter
 from featstore.extract.decode import decode_unit
@@ -24,6 +25,7 @@ from featstore.manifest import Manifest, load_manifest
 from featstore.media.clip import DecodeConfig
 from featstore.spec import FeatureSpec
 from featstore.store import FeatureStore
+from featstore.store.remote import probe_bucket
 
 # Ray retries: a decode task or an encoder actor that dies (segfault, OOM, lost
 # node) is retried or restarted; units are idempotent, so a retry never duplicates.
@@ -151,6 +153,10 @@ def run_extract(cfg: ExtractConfig, console: Console | None = None) -> dict[str,
             Ray session's folder once Ray is up; default: no bar, nothing moved.
     """
     t0 = time.perf_counter()
+    for url in (cfg.store, cfg.export_wds):  # a missing bucket or refused credentials: say so before Ray starts
+        problem = probe_bucket(url) if url else None
+        if problem:
+            raise StorageAccessError(problem)
     decode = DecodeConfig(global_frame=cfg.global_frame, local_frames=cfg.local_frames, timeout_s=cfg.decode_timeout)
     ctx = ray.init(address=cfg.ray_address, ignore_reinit_error=True, log_to_driver=cfg.verbose)
     ray.data.DataContext.get_current().enable_progress_bars = cfg.verbose

@@ -14,7 +14,9 @@ from typing import Any
 import fsspec
 import numpy as np
 
+from featstore.errors import StorageAccessError
 from featstore.store.array import FeatureArray
+from featstore.store.remote import describe, is_remote, probe_bucket
 from featstore.store.selection import DEFAULT_SPLIT_RATIOS, resolve_specs, select
 from featstore.store.store import FeatureStore
 
@@ -175,6 +177,8 @@ def export_wds(
 
     Raises:
         ValueError: naming bad maxcount/maxsize values.
+        StorageAccessError: naming ``out`` (or the store) when its bucket is missing,
+            access is denied or the endpoint cannot be reached.
     """
     if maxcount is not None and maxcount < 1:
         raise ValueError(f"maxcount {maxcount!r} must be at least 1")
@@ -183,17 +187,30 @@ def export_wds(
     feats = resolve_specs(store, specs)
     chosen = select(store, feats, split, ratios)
     prefix = prefix or split or "shard"
-    fs, root = fsspec.core.url_to_fs(out)
-    fs.makedirs(root, exist_ok=True)
-    writer = _ShardWriter(fs, root, prefix, maxcount, maxsize_mb, progress)
-    for members in _samples(store, feats, chosen.indices):
-        writer.add(members)
-    writer.close()
-    summary = ExportSummary(out=out, shards=writer.shards, excluded=chosen.excluded)
-    _remove_stale(fs, root, prefix, {s["name"] for s in summary.shards})
-    index = _index(store, feats, summary, split, ratios)
-    with fs.open(f"{root}/{INDEX_NAME}", "w") as f:
-        f.write(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    try:
+        fs, root = fsspec.core.url_to_fs(out)
+        if is_remote(out):  # object stores have no folders, and s3fs's makedirs would create a bucket
+            problem = probe_bucket(out)
+            if problem:
+                raise StorageAccessError(f"export-wds: {problem}")
+        else:
+            fs.makedirs(root, exist_ok=True)
+        writer = _ShardWriter(fs, root, prefix, maxcount, maxsize_mb, progress)
+        for members in _samples(store, feats, chosen.indices):
+            writer.add(members)
+        writer.close()
+        summary = ExportSummary(out=out, shards=writer.shards, excluded=chosen.excluded)
+        _remove_stale(fs, root, prefix, {s["name"] for s in summary.shards})
+        index = _index(store, feats, summary, split, ratios)
+        with fs.open(f"{root}/{INDEX_NAME}", "w") as f:
+            f.write(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    except StorageAccessError:
+        raise
+    except Exception as e:  # no such bucket, access denied, endpoint unreachable: name the URL
+        problem = describe(out, e) or describe(store.url, e)
+        if problem:
+            raise StorageAccessError(f"export-wds: {problem}") from None
+        raise
     return summary
 
 

@@ -25,6 +25,7 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from featstore.errors import CorruptChunkError, ShardFormatError, StoreError
 from featstore.shards.export import INDEX_FORMAT, INDEX_NAME, INDEX_VERSION, tar_key
+from featstore.store.remote import describe
 from featstore.store.selection import DEFAULT_SPLIT_RATIOS, check_expected, resolve_specs, select
 from featstore.store.store import FeatureStore
 
@@ -56,8 +57,11 @@ def read_index(source: str) -> dict[str, Any]:
     try:
         with fsspec.open(url, "r") as f:
             index = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ShardFormatError(f"cannot read shard index {url}: {e}") from None
+    except Exception as e:
+        problem = describe(url, e)  # no such bucket, access denied, endpoint unreachable
+        if problem or isinstance(e, (OSError, json.JSONDecodeError)):
+            raise ShardFormatError(f"cannot read shard index {problem or f'{url}: {e}'}") from None
+        raise
     if index.get("format") != INDEX_FORMAT or index.get("version") != INDEX_VERSION:
         raise ShardFormatError(f"{url} is not a {INDEX_FORMAT} v{INDEX_VERSION} index")
     return index
@@ -81,7 +85,7 @@ def open_shards(src: Iterable[dict], handler: Callable[[Exception], bool]) -> It
             stream = gopen(url) if url.startswith("pipe:") or "://" not in url else fsspec.open(url, "rb").open()
             yield {**item, "stream": stream}
         except Exception as e:  # an unreachable shard goes through the error policy
-            if not handler(ShardFormatError(f"cannot open shard {url}: {e}")):
+            if not handler(ShardFormatError(f"cannot open shard {describe(url, e) or f'{url}: {e}'}")):
                 break
 
 

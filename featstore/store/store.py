@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import zarr
 
-from featstore.errors import SpecMismatchError, StoreError
+from featstore.errors import SpecMismatchError, StorageAccessError, StoreError
 from featstore.spec import FORMAT_VERSION, FeatureSpec, canonical_json
 from featstore.store.array import FeatureArray
 from featstore.store.index import SampleIndex, check_sample_id, hash_row
@@ -29,6 +29,7 @@ from featstore.store.layout import (
     compressors_for,
     default_unit_size,
 )
+from featstore.store.remote import describe, is_remote, probe_bucket
 
 if TYPE_CHECKING:
     from featstore.manifest import Manifest
@@ -66,13 +67,19 @@ class FeatureStore:
 
         Raises:
             StoreError: naming ``url`` when something already exists there.
+            StorageAccessError: naming ``url`` when its bucket is missing, access is
+                denied or the endpoint cannot be reached.
         """
         url = str(url)
+        storage_options = store_options(url, storage_options)
         try:
             group = zarr.open_group(url, mode="w-", storage_options=storage_options, zarr_format=3)
+            group.attrs.update({FORMAT_KEY: FORMAT_VERSION, **(attributes or {})})
         except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as e:
             raise StoreError(f"cannot create a store at {url}: something is already there ({e})") from None
-        group.attrs.update({FORMAT_KEY: FORMAT_VERSION, **(attributes or {})})
+        except Exception as e:  # no such bucket, access denied, endpoint unreachable
+            _raise_described(url, e, storage_options)
+            raise
         for name, width in (("id", ID_BYTES), ("media_hash", HASH_BYTES)):
             group.create_array(
                 f"samples/{name}",
@@ -107,21 +114,38 @@ class FeatureStore:
 
         Raises:
             StoreError: naming ``url`` when there is no featstore there.
+            StorageAccessError: naming ``url`` when its bucket is missing, access is
+                denied or the endpoint cannot be reached.
         """
         if mode not in ("r", "r+"):
             raise ValueError(f"mode {mode!r} must be 'r' or 'r+' (use FeatureStore.create for a new store)")
         url = str(url)
+        storage_options = store_options(url, storage_options)
         try:
             group = zarr.open_group(url, mode=mode, storage_options=storage_options, zarr_format=3)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as e:
+            # Object stores answer "not found" for a missing bucket too: say which it is.
+            problem = probe_bucket(url, storage_options)
+            if problem:
+                raise StorageAccessError(problem) from None
             raise StoreError(f"no featstore at {url}: {e}") from None
+        except Exception as e:  # access denied, endpoint unreachable
+            _raise_described(url, e, storage_options)
+            raise
         return cls(group, url)
 
     @classmethod
     def open_or_create(cls, url: str | Path, storage_options: dict | None = None) -> FeatureStore:
-        """Open ``url`` read-write if a store is there, else create one."""
+        """Open ``url`` read-write if a store is there, else create one.
+
+        Raises:
+            StorageAccessError: naming the URL when its bucket is missing, access
+                is denied or the endpoint cannot be reached (nothing is created).
+        """
         try:
             return cls.open(url, "r+", storage_options)
+        except StorageAccessError:
+            raise
         except StoreError:
             return cls.create(url, storage_options)
 
@@ -362,6 +386,28 @@ class FeatureStore:
             p.unlink(missing_ok=True)
             removed.append(str(p))
         return removed
+
+
+def store_options(url: str, storage_options: dict | None) -> dict | None:
+    """Storage options a store is opened with: for remote URLs, fsspec's listings cache
+    is off unless the caller set it.
+
+    A driver such as s3fs answers "does this object exist" and "how big is it"
+    from a cached listing of its folder when it has one, so a handle that once
+    listed a unit's chunks (``featstore info`` counts them) would read a chunk
+    another process committed later as missing, i.e. pending. Reads and commit
+    checks must see the storage as it is now, whatever was listed before.
+    """
+    if not is_remote(url):
+        return storage_options
+    return {"use_listings_cache": False, **(storage_options or {})}
+
+
+def _raise_described(url: str, exc: Exception, storage_options: dict | None) -> None:
+    """Raise StorageAccessError when ``exc`` is a storage problem (``remote.describe``)."""
+    problem = describe(url, exc, storage_options)
+    if problem:
+        raise StorageAccessError(problem) from None
 
 
 def store_files(root: str | Path) -> Iterable[Path]:
