@@ -97,11 +97,21 @@ def _filled_store(root: Path, data: np.ndarray, unit: int) -> FeatureStore:
     return store
 
 
-def bench_readers(tmp: Path, tokens: np.ndarray, pooled: np.ndarray, repeats: int = 3) -> list[dict]:
+def bench_readers(tmp: Path, tokens: np.ndarray, pooled: np.ndarray, repeats: int = 15) -> list[dict]:
     """Shard streaming vs a raw sequential read of the same tar bytes, and Zarr random access.
-    Everything is read warm from the page cache (a first pass is discarded)."""
+
+    Everything is read warm from the page cache (a first pass is discarded). The
+    three readers run in turn, ``repeats`` rounds with the order rotated every round,
+    so that load from other jobs falls on all of them; each figure is the median of
+    the rounds, the ratio the median of the rounds' ratios."""
+    import io
+    import statistics
+
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
     from featstore.shards import ShardDataset, ZarrDataset
     from featstore.shards.export import export_wds
+    from featstore.shards.reader import make_handler, open_shards, shard_urls
 
     store = _filled_store(tmp / "rt", tokens, 4)
     export_wds(store, str(tmp / "wds"), maxcount=16)
@@ -119,26 +129,46 @@ def bench_readers(tmp: Path, tokens: np.ndarray, pooled: np.ndarray, repeats: in
     def stream() -> int:
         return sum(1 for _ in ds)
 
-    rows = []
-    for name, fn in (("raw sequential read", raw), ("ShardDataset stream", stream)):
+    def before() -> int:
+        """The reader before issue 13: tarfile's stream mode, then np.load (two copies)."""
+        h = make_handler("raise")
+        n = 0
+        members = tar_file_expander(open_shards(shard_urls(ds.urls, 0, 0, False), h), handler=h)
+        for raw_sample in group_by_keys(members, handler=h):
+            json.loads(raw_sample["json"])
+            np.load(io.BytesIO(raw_sample["f.npy"]), allow_pickle=False)
+            n += 1
+        return n
+
+    readers = {"raw sequential read": raw, "ShardDataset stream": stream, "before: tarfile + np.load": before}
+    times: dict[str, list[float]] = {k: [] for k in readers}
+    for fn in readers.values():
         fn()
-        t = min(_timed(fn) for _ in range(repeats))
+    names = list(readers)
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            times[name].append(_timed(readers[name]))
+    rows = [
+        {
+            "reader": name,
+            "feature": "tokens",
+            "mb_s": round(nbytes / 1e6 / statistics.median(ts), 1),
+            "samples_s": round(len(tokens) / statistics.median(ts), 1),
+        }
+        for name, ts in times.items()
+    ]
+    raw_t = times["raw sequential read"]
+    for name in ("ShardDataset stream", "before: tarfile + np.load"):
+        ratios = [a / b for a, b in zip(raw_t, times[name])]
         rows.append(
             {
-                "reader": name,
+                "reader": f"{name} / raw",
                 "feature": "tokens",
-                "mb_s": round(nbytes / 1e6 / t, 1),
-                "samples_s": round(len(tokens) / t, 1),
+                "mb_s": round(statistics.median(ratios), 3),
+                "samples_s": None,
+                "ratio_min_max": [round(min(ratios), 3), round(max(ratios), 3)],
             }
         )
-    rows.append(
-        {
-            "reader": "stream / raw",
-            "feature": "tokens",
-            "mb_s": round(rows[1]["mb_s"] / rows[0]["mb_s"], 3),
-            "samples_s": None,
-        }
-    )
     for feature, data, unit in (("tokens", tokens, 4), ("pooled", pooled, 256)):
         zd = ZarrDataset(_filled_store(tmp / f"z{feature}", data, unit))
         order = np.random.default_rng(0).permutation(len(zd))[: min(len(zd), 400)]
@@ -174,36 +204,52 @@ def main() -> None:
     p.add_argument("--tokens-n", type=int, default=48, help="samples of the [1025,1408] token feature")
     p.add_argument("--pooled-n", type=int, default=4096, help="samples of the [1024] pooled feature")
     p.add_argument("--out", default="benchmarks/results/store.json", help="where to write the JSON figures")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=["codecs", "units", "readers"],
+        default=["codecs", "units", "readers"],
+        help="run only these sections (others keep their figures in --out)",
+    )
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_store_"))
     results: dict = {
         "machine": machine(),
         "python": platform.python_version(),
         "date": datetime.date.today().isoformat(),
-        "command": "python benchmarks/bench_store.py " + f"--tokens-n {args.tokens_n} --pooled-n {args.pooled_n}",
+        "command": "python benchmarks/bench_store.py "
+        + f"--tokens-n {args.tokens_n} --pooled-n {args.pooled_n} --only {' '.join(args.only)}",
     }
     try:
         tokens = feature_like(args.tokens_n, TOKENS, seed=0)
         pooled = feature_like(args.pooled_n, POOLED, seed=1)
-        sections = {
-            "tokens_by_codec": [run_one(tmp / "t", tokens, c, 4) for c in CODECS],
-            "tokens_by_unit": [run_one(tmp / "t", tokens, DEFAULT_CODEC, u) for u in (1, 2, 4, 8, 16)],
-            "pooled_by_codec": [run_one(tmp / "p", pooled, c, 256) for c in CODECS],
-            "pooled_by_unit": [run_one(tmp / "p", pooled, DEFAULT_CODEC, u) for u in (16, 64, 256, 1024)],
-        }
-        readers = bench_readers(tmp, tokens, pooled)
+        sections = {}
+        if "codecs" in args.only:
+            sections["tokens_by_codec"] = [run_one(tmp / "t", tokens, c, 4) for c in CODECS]
+            sections["pooled_by_codec"] = [run_one(tmp / "p", pooled, c, 256) for c in CODECS]
+        if "units" in args.only:
+            sections["tokens_by_unit"] = [run_one(tmp / "t", tokens, DEFAULT_CODEC, u) for u in (1, 2, 4, 8, 16)]
+            sections["pooled_by_unit"] = [run_one(tmp / "p", pooled, DEFAULT_CODEC, u) for u in (16, 64, 256, 1024)]
+        readers = bench_readers(tmp, tokens, pooled) if "readers" in args.only else None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for title, rows in sections.items():
         print_table(title, rows)
-    print("\nreaders")
-    for r in readers:
-        print(f"{r['reader']:>28} {r['feature']:>8} {r['mb_s']:>10} MB/s {r['samples_s']} samples/s")
-    results.update(sections, readers=readers)
+    if readers is not None:
+        print("\nreaders (for the '/ raw' rows the MB/s column is the ratio)")
+        for r in readers:
+            print(f"{r['reader']:>34} {r['feature']:>8} {r['mb_s']:>10} MB/s {r['samples_s']} samples/s")
+        sections["readers"] = readers
     out = Path(args.out)
+    old = json.loads(out.read_text()) if out.exists() else {}
+    # Which run each section came from: a partial run (--only) leaves the others' figures.
+    runs = old.get("runs", {})
+    runs.update({name: {k: results[k] for k in ("machine", "date", "command")} for name in sections})
+    if set(args.only) != {"codecs", "units", "readers"}:
+        results = {}  # keep the full run's top-level machine/date/command
+    results.update(sections, runs=runs)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Keep other benchmarks' sections (the shard reader adds its own) in the same file.
-    old = json.loads(out.read_text()) if out.exists() else {}
     out.write_text(json.dumps({**old, **results}, indent=2) + "\n")
     print(f"\nwrote {out}")
 
