@@ -86,6 +86,56 @@ def run_one(root: Path, data: np.ndarray, codec: str, unit: int) -> dict:
     }
 
 
+def bench_chunks_in_unit(tmp: Path, tokens: np.ndarray, unit: int = 16, repeats: int = 5) -> list[dict]:
+    """The job's units (16 samples) with the token feature chunked whole (before issue 13)
+    or in the spec's own chunk (``add_spec``'s default: 4). Write every unit, read every
+    unit back, then read 24 random single samples (as ``ZarrDataset`` does). The two
+    layouts run in turn, order rotated each round; figures are medians of the rounds."""
+    import statistics
+
+    from featstore.store.layout import default_unit_size
+
+    best = default_unit_size(tokens.shape[1:], "float16")
+    layouts = {f"chunk {unit} (one a unit, before)": unit, f"chunk {best} (default)": best}
+    rng = np.random.default_rng(0)
+    picks = [int(i) for i in rng.integers(0, len(tokens), 24)]
+    times: dict[str, dict[str, list[float]]] = {k: {"write": [], "read": [], "random": []} for k in layouts}
+    names = list(layouts)
+    for r in range(repeats):
+        for name in names[r % 2 :] + names[: r % 2]:
+            root = tmp / "cu"
+            shutil.rmtree(root, ignore_errors=True)
+            store = FeatureStore.create(root)
+            ids = [f"s{i:06d}" for i in range(len(tokens))]
+            store.add_samples(ids, [hashlib.sha256(s.encode()).hexdigest() for s in ids])
+            spec = FeatureSpec(name="f", encoder="bench", weights="w", shape=tokens.shape[1:], dtype="float16")
+            feat = store.add_spec(spec, unit_size=unit, chunk_size=layouts[name])
+            t0 = time.perf_counter()
+            for u in range(feat.num_units):
+                a, b = feat.unit_bounds(u)
+                feat.write_unit(u, tokens[a:b])
+            t1 = time.perf_counter()
+            for u in range(feat.num_units):
+                feat.read_unit(u)
+            t2 = time.perf_counter()
+            for i in picks:
+                feat.data_rows(i, i + 1)
+            t3 = time.perf_counter()
+            times[name]["write"].append(len(tokens) / (t1 - t0))
+            times[name]["read"].append(len(tokens) / (t2 - t1))
+            times[name]["random"].append(len(picks) / (t3 - t2))
+    return [
+        {
+            "layout": name,
+            "unit": unit,
+            "chunk": layouts[name],
+            "chunk_mb": round(layouts[name] * tokens[0].nbytes / 1e6, 2),
+            **{f"{k}_samples_s": round(statistics.median(v), 1) for k, v in times[name].items()},
+        }
+        for name in names
+    ]
+
+
 def _filled_store(root: Path, data: np.ndarray, unit: int) -> FeatureStore:
     store = FeatureStore.create(root)
     ids = [f"s{i:06d}" for i in range(data.shape[0])]
@@ -207,8 +257,8 @@ def main() -> None:
     p.add_argument(
         "--only",
         nargs="+",
-        choices=["codecs", "units", "readers"],
-        default=["codecs", "units", "readers"],
+        choices=["codecs", "units", "chunks", "readers"],
+        default=["codecs", "units", "chunks", "readers"],
         help="run only these sections (others keep their figures in --out)",
     )
     args = p.parse_args()
@@ -230,10 +280,17 @@ def main() -> None:
         if "units" in args.only:
             sections["tokens_by_unit"] = [run_one(tmp / "t", tokens, DEFAULT_CODEC, u) for u in (1, 2, 4, 8, 16)]
             sections["pooled_by_unit"] = [run_one(tmp / "p", pooled, DEFAULT_CODEC, u) for u in (16, 64, 256, 1024)]
+        if "chunks" in args.only:
+            sections["tokens_chunks_in_16_unit"] = bench_chunks_in_unit(tmp, tokens)
         readers = bench_readers(tmp, tokens, pooled) if "readers" in args.only else None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for title, rows in sections.items():
+        if title == "tokens_chunks_in_16_unit":
+            print(f"\n{title}")
+            for r in rows:
+                print("  ".join(f"{k}={v}" for k, v in r.items()))
+            continue
         print_table(title, rows)
     if readers is not None:
         print("\nreaders (for the '/ raw' rows the MB/s column is the ratio)")
@@ -245,7 +302,7 @@ def main() -> None:
     # Which run each section came from: a partial run (--only) leaves the others' figures.
     runs = old.get("runs", {})
     runs.update({name: {k: results[k] for k in ("machine", "date", "command")} for name in sections})
-    if set(args.only) != {"codecs", "units", "readers"}:
+    if set(args.only) != {"codecs", "units", "chunks", "readers"}:
         results = {}  # keep the full run's top-level machine/date/command
     results.update(sections, runs=runs)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ greyscale frame downscaled so that its shorter side is at most
 largest face (ties: the first OpenCV returns). A frame between two frames
 whose detection found a face gets the box linearly interpolated between them
 (rounded); a frame with such a detection on one side only carries that box.
-On the demo clips this costs about a tenth of detecting on every full frame
+On the 224 px demo clips this costs about a fifth of detecting on every full frame
 and moves the boxes little (``benchmarks/bench_decode.py --faces``).
 ``detect_every=1, detect_side=0`` is the former per-frame, full-size detection.
 
@@ -69,7 +69,7 @@ class FaceCropConfig:
     scale_factor: float = 1.1
     min_neighbors: int = 5
     min_face: int = 30
-    detect_every: int = 4
+    detect_every: int = 6
     detect_side: int = 224
 
     def __post_init__(self) -> None:
