@@ -147,7 +147,7 @@ def _filled_store(root: Path, data: np.ndarray, unit: int) -> FeatureStore:
     return store
 
 
-def bench_readers(tmp: Path, tokens: np.ndarray, pooled: np.ndarray, repeats: int = 15) -> list[dict]:
+def bench_readers(tmp: Path, tokens: np.ndarray, pooled: np.ndarray, repeats: int = 31) -> list[dict]:
     """Shard streaming vs a raw sequential read of the same tar bytes, and Zarr random access.
 
     Everything is read warm from the page cache (a first pass is discarded). The
@@ -192,12 +192,15 @@ def bench_readers(tmp: Path, tokens: np.ndarray, pooled: np.ndarray, repeats: in
 
     readers = {"raw sequential read": raw, "ShardDataset stream": stream, "before: tarfile + np.load": before}
     times: dict[str, list[float]] = {k: [] for k in readers}
+    cpu: dict[str, list[float]] = {k: [] for k in readers}  # this process's CPU seconds (user + system)
     for fn in readers.values():
         fn()
     names = list(readers)
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
+            c0 = time.process_time()
             times[name].append(_timed(readers[name]))
+            cpu[name].append(time.process_time() - c0)
     rows = [
         {
             "reader": name,
@@ -207,9 +210,10 @@ def bench_readers(tmp: Path, tokens: np.ndarray, pooled: np.ndarray, repeats: in
         }
         for name, ts in times.items()
     ]
-    raw_t = times["raw sequential read"]
+    raw_t, raw_c = times["raw sequential read"], cpu["raw sequential read"]
     for name in ("ShardDataset stream", "before: tarfile + np.load"):
         ratios = [a / b for a, b in zip(raw_t, times[name])]
+        cpu_ratios = [a / b for a, b in zip(raw_c, cpu[name])]
         rows.append(
             {
                 "reader": f"{name} / raw",
@@ -217,6 +221,8 @@ def bench_readers(tmp: Path, tokens: np.ndarray, pooled: np.ndarray, repeats: in
                 "mb_s": round(statistics.median(ratios), 3),
                 "samples_s": None,
                 "ratio_min_max": [round(min(ratios), 3), round(max(ratios), 3)],
+                "cpu_time_ratio": round(statistics.median(cpu_ratios), 3),
+                "rounds": len(ratios),
             }
         )
     for feature, data, unit in (("tokens", tokens, 4), ("pooled", pooled, 256)):

@@ -111,13 +111,27 @@ def decode(src: Iterable[dict], specs: Sequence[Mapping], handler: Callable[[Exc
                 break
 
 
+class _Where:
+    """Names a sample (and one of its members) in error messages; built only when printed."""
+
+    def __init__(self, raw: Mapping[str, Any], member: str | None = None) -> None:
+        self.raw, self.name = raw, member
+
+    def member(self, name: str) -> _Where:
+        return _Where(self.raw, name)
+
+    def __str__(self) -> str:
+        where = f"sample {self.raw.get('__key__')!r} in {self.raw.get('__url__')}"
+        return where if self.name is None else f"{where}: {self.name}.npy"
+
+
 def decode_sample(raw: Mapping[str, Any], specs: Sequence[Mapping]) -> dict[str, Any]:
     """One grouped tar sample -> ``{"__key__", "sample_id", "meta", <spec>: array}``.
 
     Raises:
         ShardFormatError: naming the sample and shard when a member is missing or mismatched.
     """
-    where = f"sample {raw.get('__key__')!r} in {raw.get('__url__')}"
+    where = _Where(raw)
     if "json" not in raw:
         raise ShardFormatError(f"{where}: no .json member")
     meta = json.loads(bytes(raw["json"]))
@@ -127,7 +141,7 @@ def decode_sample(raw: Mapping[str, Any], specs: Sequence[Mapping]) -> dict[str,
         blob = raw.get(f"{name}.npy")
         if blob is None:
             raise ShardFormatError(f"{where}: no {name}.npy member")
-        arr = npy_array(blob, f"{where}: {name}.npy")
+        arr = npy_array(blob, where.member(name))
         if list(arr.shape) != list(spec["shape"]) or arr.dtype != np.dtype(spec["dtype"]):
             raise ShardFormatError(
                 f"{where}: {name} is {arr.dtype}{list(arr.shape)}, index says {spec['dtype']}{spec['shape']}"
@@ -143,6 +157,7 @@ def decode_sample(raw: Mapping[str, Any], specs: Sequence[Mapping]) -> dict[str,
 # member is read once, straight into the array's memory, and the array is a view
 # of it. Plain (uncompressed) POSIX/PAX/GNU tars, as ``export_wds`` writes them.
 _BLOCK = 512
+_ZERO_BLOCK = bytes(_BLOCK)
 _SKIP_META = re.compile(r"__[^/]*__($|/)")
 _NPY_MAGIC = b"\x93NUMPY"
 
@@ -230,11 +245,11 @@ def tar_members(stream: Any, url: str) -> Iterator[dict[str, Any]]:
             raise ShardFormatError(f"{url} is compressed; decompress it (e.g. a pipe: URL) before reading")
         if len(header) < _BLOCK:
             raise ShardFormatError(f"truncated shard {url}: {len(header)}-byte tar header")
-        if header.count(0) == _BLOCK:
+        if header == _ZERO_BLOCK:
             return
         first = False
         stored = _tar_number(header[148:156], "checksum")
-        unsigned = sum(header[:148]) + 256 + sum(header[156:])
+        unsigned = sum(header) - sum(header[148:156]) + 256  # the checksum field counts as spaces
         if stored != unsigned and stored != unsigned - 2 * sum(b for b in header[:148] + header[156:] if b > 127):
             raise ShardFormatError(f"bad tar header checksum in {url} (corrupt or not a tar)")
         kind = header[156:157]
@@ -282,7 +297,7 @@ def expand_shards(src: Iterable[dict], handler: Callable[[Exception], bool]) -> 
 _npy_headers: dict[bytes, tuple[np.dtype, tuple[int, ...], str, int]] = {}  # header bytes -> parsed
 
 
-def npy_array(blob: Any, where: str) -> np.ndarray:
+def npy_array(blob: Any, where: Any) -> np.ndarray:
     """The array in ``.npy`` bytes, as a view of ``blob`` (no copy); never unpickles.
 
     ``blob`` is bytes or a uint8 array; the result is writable when ``blob`` is.
@@ -392,8 +407,9 @@ class ZarrDataset(Dataset):
         split: only samples of this split.
         on_error: what iteration does with a sample whose chunk is unreadable:
             ``"raise"`` (default) a CorruptChunkError naming the store, spec, unit
-            and the repair command; ``"skip"`` log it and leave out that unit's
-            samples. Indexing (``ds[i]``) always raises.
+            and the repair command; ``"skip"`` log it and leave out the samples of
+            that unreadable data chunk (a unit may hold several). Indexing
+            (``ds[i]``) always raises.
     """
 
     def __init__(
@@ -427,15 +443,16 @@ class ZarrDataset(Dataset):
         return out
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        bad: set[tuple[str, int]] = set()  # (spec, unit) already found unreadable: skip without re-reading
+        bad: set[tuple[str, int]] = set()  # (spec, data chunk) found unreadable: skip without re-reading
+        chunk = {f.spec.key: f.chunk_size for f in self.feats}
         for i in range(len(self)):
             row = self.selection.indices[i]
-            if any((f.spec.key, row // f.unit_size) in bad for f in self.feats):
+            if any((key, row // size) in bad for key, size in chunk.items()):
                 continue
             try:
                 sample = self[i]
             except CorruptChunkError as e:
-                bad.add((e.spec, e.unit))
+                bad.add((e.spec, row // chunk.get(e.spec, 1)))
                 if not self.handler(e):
                     return
                 continue
