@@ -62,9 +62,18 @@ def make_dataset(root: Path, n: int, distinct: int, seconds: float) -> Path:
     return ds
 
 
-def is_worker(p: psutil.Process) -> bool:
-    cmd = " ".join(p.cmdline())
-    return cmd.startswith("ray::") or "default_worker.py" in cmd
+SYSTEM_NAMES = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")  # Ray's per-node agents, not workers
+
+
+def worker_name(p: psutil.Process) -> str | None:
+    """The process title of a Ray worker (task, actor or idle worker), else None."""
+    cmd = p.cmdline()
+    title = cmd[0].split(" ")[0] if cmd else ""
+    if title.startswith("ray::") and title not in SYSTEM_NAMES:
+        return title
+    if len(cmd) > 1 and cmd[1].endswith("default_worker.py"):
+        return "default_worker.py"
+    return None
 
 
 def committed(store: Path) -> int | None:
@@ -87,9 +96,9 @@ def sample(driver: psutil.Process, store: Path, t0: float) -> dict[str, Any]:
         kids = []
     for p in kids:
         try:
-            if is_worker(p):
+            name = worker_name(p)
+            if name is not None:
                 info = p.memory_full_info()
-                name = p.cmdline()[0].split(" ")[0] if p.cmdline() else p.name()
                 workers.append({"pid": p.pid, "name": name, "rss_mb": info.rss / MB, "uss_mb": info.uss / MB})
             else:
                 system += p.memory_info().rss
@@ -112,52 +121,71 @@ def sample(driver: psutil.Process, store: Path, t0: float) -> dict[str, Any]:
     }
 
 
-def flatness(samples: list[dict], key: str, warmup: float) -> dict[str, Any]:
-    """Slope (MB per 100 samples committed) and range after warm-up of one series."""
-    pts = [(s["done"], s[key]) for s in samples if s["done"] is not None and s[key] is not None]
-    if len(pts) < 3:
-        return {"points": len(pts)}
-    last = max(d for d, _ in pts)
-    after = [(d, v) for d, v in pts if d >= warmup * last]
-    x = np.array([d for d, _ in after], float)
+def flatness(points: list[tuple[float, float]], warmup_s: float) -> dict[str, Any]:
+    """Slope (MB per minute) and range of one series ``(t, MB)`` after ``warmup_s``."""
+    after = [(t, v) for t, v in points if t >= warmup_s and v is not None]
+    if len(after) < 3:
+        return {"points": len(after)}
+    x = np.array([t for t, _ in after], float)
     y = np.array([v for _, v in after], float)
-    slope = float(np.polyfit(x, y, 1)[0]) * 100 if len(set(x.tolist())) > 1 else 0.0
     return {
         "points": len(after),
-        "from_sample": int(x.min()),
-        "to_sample": int(x.max()),
+        "from_s": round(float(x.min()), 1),
+        "to_s": round(float(x.max()), 1),
         "min_mb": round(float(y.min()), 1),
         "max_mb": round(float(y.max()), 1),
         "first_mb": round(float(y[0]), 1),
         "last_mb": round(float(y[-1]), 1),
-        "slope_mb_per_100_samples": round(slope, 2),
+        "slope_mb_per_min": round(float(np.polyfit(x, y, 1)[0]) * 60, 1),
     }
 
 
-def per_worker_flatness(samples: list[dict], warmup: float) -> list[dict]:
-    """Per worker process (by pid): RSS at the first and last reading after warm-up."""
-    last = max((s["done"] or 0) for s in samples)
-    series: dict[int, list[tuple[int, float, str]]] = {}
-    for s in samples:
-        if s["done"] is None or s["done"] < warmup * last:
-            continue
-        for w in s["workers"]:
-            series.setdefault(w["pid"], []).append((s["done"], w["rss_mb"], w["name"]))
-    out = []
-    for pid, pts in sorted(series.items()):
-        if len(pts) < 2:
-            continue
-        out.append(
-            {
-                "pid": pid,
-                "name": pts[-1][2],
-                "readings": len(pts),
-                "first_rss_mb": pts[0][1],
-                "last_rss_mb": pts[-1][1],
-                "max_rss_mb": max(p[1] for p in pts),
-            }
-        )
-    return out
+def analyse(series: list[dict], workers: list[dict], warmup: float) -> dict[str, Any]:
+    """Flatness of driver, workers (RSS, USS) and each worker after warm-up.
+
+    Warm-up ends when the number of worker processes last changed in the first
+    ``warmup`` fraction of the run (actors and task workers started), and the
+    window ends at the first commit: from then on the sink's writes and Ray's
+    shutdown free memory, which would hide growth. The x axis is time, since
+    commits come late (see ``first_commit_s``)."""
+    t_first_commit = next((s["t"] for s in series if s["done"]), None)
+    end = t_first_commit if t_first_commit is not None else series[-1]["t"]
+    counts = [(w["t"], len(w["workers"])) for w in workers if w["t"] <= end]
+    full = max(c for _, c in counts)
+    warm = max(next(t for t, c in counts if c == full), warmup * end)
+    win = [w for w in workers if warm <= w["t"] <= end]
+    drv = [(s["t"], s["driver_rss_mb"]) for s in series if warm <= s["t"] <= end]
+    rss = [(w["t"], sum(x["rss_mb"] for x in w["workers"])) for w in win]
+    uss = [(w["t"], sum(x["uss_mb"] for x in w["workers"])) for w in win]
+    per: dict[int, list] = {}
+    for w in win:
+        for x in w["workers"]:
+            per.setdefault(x["pid"], []).append((w["t"], x["rss_mb"], x["uss_mb"], x["name"]))
+    per_worker = [
+        {
+            "pid": pid,
+            "name": pts[-1][3],
+            "readings": len(pts),
+            "first_rss_mb": pts[0][1],
+            "last_rss_mb": pts[-1][1],
+            "first_uss_mb": pts[0][2],
+            "last_uss_mb": pts[-1][2],
+            "uss_slope_mb_per_min": flatness([(t, u) for t, _, u, _ in pts], warm).get("slope_mb_per_min"),
+        }
+        for pid, pts in sorted(per.items())
+        if len(pts) >= 3
+    ]
+    return {
+        "first_commit_s": t_first_commit,
+        "window_s": [round(warm, 1), round(end, 1)],
+        "workers_at_full": full,
+        "flatness": {
+            "driver_rss_mb": flatness(drv, warm),
+            "workers_rss_mb": flatness(rss, warm),
+            "workers_uss_mb": flatness(uss, warm),
+        },
+        "per_worker": per_worker,
+    }
 
 
 def main() -> None:
@@ -167,9 +195,20 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=1.0, help="seconds per clip (default 1)")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between readings (default 2)")
     p.add_argument("--time-limit", type=float, default=900.0, help="stop the job (SIGINT) after this many seconds")
-    p.add_argument("--warmup", type=float, default=0.2, help="fraction of the samples done counted as warm-up")
+    p.add_argument(
+        "--warmup", type=float, default=0.3, help="fraction of the time before the first commit counted as warm-up"
+    )
+    p.add_argument("--analyse", metavar="JSON", help="only redo the analysis of a saved run and rewrite it in place")
     p.add_argument("--out", default="benchmarks/results/memory.json", help="where to write the JSON figures")
     args = p.parse_args()
+    if args.analyse:
+        saved = json.loads(Path(args.analyse).read_text())
+        for w in saved["workers_series"]:  # classify again (older runs counted Ray's agents as workers)
+            w["workers"] = [x for x in w["workers"] if x["name"] not in SYSTEM_NAMES and "raylet" not in x["name"]]
+        saved.update(analyse(saved["samples_series"], saved["workers_series"], args.warmup))
+        Path(args.analyse).write_text(json.dumps(saved, indent=1) + "\n")
+        print(json.dumps({k: saved[k] for k in ("first_commit_s", "window_s", "flatness")}, indent=1))
+        return
     tmp = Path(tempfile.mkdtemp(prefix="bench_memory_"))
     try:
         t_make = time.perf_counter()
@@ -201,7 +240,6 @@ def main() -> None:
         done = committed(store)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    keys = ("driver_rss_mb", "workers_rss_mb", "workers_uss_mb", "ray_system_rss_mb")
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"{psutil.virtual_memory().total / (1 << 30):.0f} GiB, no GPU",
@@ -216,8 +254,7 @@ def main() -> None:
         "exit_code": job.returncode,
         "wall_s": round(wall, 1),
         "job_output_tail": output[-2000:],
-        "flatness": {k: flatness(samples, k, args.warmup) for k in keys},
-        "per_worker": per_worker_flatness(samples, args.warmup),
+        **analyse(samples, [{"t": s["t"], "workers": s["workers"]} for s in samples], args.warmup),
         "samples_series": [{k: v for k, v in s.items() if k != "workers"} for s in samples],
         "workers_series": [{"t": s["t"], "workers": s["workers"]} for s in samples],
     }

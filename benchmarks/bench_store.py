@@ -86,7 +86,7 @@ def run_one(root: Path, data: np.ndarray, codec: str, unit: int) -> dict:
     }
 
 
-def bench_chunks_in_unit(tmp: Path, tokens: np.ndarray, unit: int = 16, repeats: int = 5) -> list[dict]:
+def bench_chunks_in_unit(tmp: Path, tokens: np.ndarray, unit: int = 16, repeats: int = 11) -> list[dict]:
     """The job's units (16 samples) with the token feature chunked whole (before issue 13)
     or in the spec's own chunk (``add_spec``'s default: 4). Write every unit, read every
     unit back, then read 24 random single samples (as ``ZarrDataset`` does). The two
