@@ -1,6 +1,6 @@
 """Decode throughput on demo clips: decord vs PyAV (full, VideoMAE, random frames), face crops, audio.
 
-Run: python benchmarks/bench_decode.py [--n 16] [--seconds 4] [--repeats 3] [--out benchmarks/results/decode.json]
+Run: python benchmarks/bench_decode.py [--n 16] [--seconds 4] [--repeats 3] [--faces] [--out benchmarks/results/decode.json]
 
 Makes ``--n`` demo clips (224x224 H.264 at 25 fps with a 16 kHz AAC track,
 plus their wavs) in a temporary folder, times each task per clip through the

@@ -1,6 +1,6 @@
 """Store write/read throughput per codec and unit (chunk) size, for a pooled and a token feature.
 
-Run: python benchmarks/bench_store.py [--tokens-n 48] [--pooled-n 4096] [--out benchmarks/results/store.json]
+Run: python benchmarks/bench_store.py [--tokens-n 48] [--pooled-n 4096] [--only SECTION ...] [--out benchmarks/results/store.json]
 
 Prints a table and writes the figures as JSON. Data is synthetic but shaped like
 real features (per-channel offsets, low-rank token structure, noise) in fp16,
