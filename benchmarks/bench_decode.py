@@ -1,6 +1,6 @@
 """Decode throughput on demo clips: decord vs PyAV (full, VideoMAE, random frames), face crops, audio.
 
-Run: python benchmarks/bench_decode.py [--n 16] [--seconds 4] [--repeats 3] [--out benchmarks/results/decode.json]
+Run: python benchmarks/bench_decode.py [--n 16] [--seconds 4] [--repeats 3] [--faces] [--out benchmarks/results/decode.json]
 
 Makes ``--n`` demo clips (224x224 H.264 at 25 fps with a 16 kHz AAC track,
 plus their wavs) in a temporary folder, times each task per clip through the
@@ -115,6 +115,71 @@ def face_rows(clips: list[Path], repeats: int) -> list[dict]:
     ]
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of matching ``(x0, y0, x1, y1)`` boxes, row by row."""
+    x0, y0 = np.maximum(a[:, 0], b[:, 0]), np.maximum(a[:, 1], b[:, 1])
+    x1, y1 = np.minimum(a[:, 2], b[:, 2]), np.minimum(a[:, 3], b[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = lambda c: (c[:, 2] - c[:, 0]) * (c[:, 3] - c[:, 1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+FACE_BEFORE = FaceCropConfig(detect_every=1, detect_side=0)  # before issue 13: every frame, full size
+
+
+def face_variant_rows(clips: list[Path], repeats: int) -> list[dict]:
+    """Face crops before issue 13 against the default, side by side: the variants run in
+    turn, ``repeats`` rounds with the order rotated each round; per-clip time is the median
+    of the rounds, the speed-up the median of the rounds' ratios. Crops are compared with
+    the former ones by the IoU of the squares they were cut from. The demo frames are
+    224x224; the same frames enlarged to 448x448 show the cost of larger frames."""
+    cfg = VideoDecodeConfig(FramePolicy("videomae"))
+    small = {p: decode_video(p, cfg).frames for p in clips}
+    large = {
+        p: np.stack([cv2.resize(f, (448, 448), interpolation=cv2.INTER_LINEAR) for f in v]) for p, v in small.items()
+    }
+    variants = {
+        ("224", "before: every frame, full size"): (small, FACE_BEFORE),
+        ("224", "default"): (small, FaceCropConfig()),
+        ("224", "every 6th frame, full size"): (small, FaceCropConfig(detect_side=0)),
+        ("224", "every frame at 112 px"): (small, FaceCropConfig(detect_every=1, detect_side=112)),
+        ("448", "before: every frame, full size"): (large, FACE_BEFORE),
+        ("448", "default"): (large, FaceCropConfig()),
+    }
+    crops = {k: {p: crop_faces(f, c) for p, f in frames.items()} for k, (frames, c) in variants.items()}
+    times: dict[tuple[str, str], list[float]] = {k: [] for k in variants}
+    keys = list(variants)
+    for r in range(repeats):
+        for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
+            frames, c = variants[key]
+            start = time.perf_counter()
+            for f in frames.values():
+                crop_faces(f, c)
+            times[key].append((time.perf_counter() - start) / len(frames))
+    rows = []
+    for key in keys:
+        side, name = key
+        base = (side, "before: every frame, full size")
+        ious = np.concatenate([box_iou(crops[key][p].boxes, crops[base][p].boxes) for p in clips])
+        speedups = [b / t for b, t in zip(times[base], times[key])]
+        n_frames = sum(len(v.found) for v in crops[key].values())
+        rows.append(
+            {
+                "frames": f"{side}x{side}",
+                "variant": name,
+                "config": {k: v for k, v in variants[key][1].to_dict().items() if k in ("detect_every", "detect_side")},
+                "ms_per_clip": round(statistics.median(times[key]) * 1000, 1),
+                "speedup": round(statistics.median(speedups), 2),
+                "speedup_min_max": [round(min(speedups), 2), round(max(speedups), 2)],
+                "iou_median": round(float(np.median(ious)), 3),
+                "iou_p05": round(float(np.percentile(ious, 5)), 3),
+                "iou_min": round(float(ious.min()), 3),
+                "faces_found": round(sum(c.num_found for c in crops[key].values()) / n_frames, 3),
+            }
+        )
+    return rows
+
+
 def audio_rows(clips: list[Path], wavs: list[Path], wavs44: list[Path], seconds: float, repeats: int) -> list[dict]:
     """Audio to 16 kHz mono: from the mp4's AAC track, from the 16 kHz wav, from a 44.1 kHz stereo wav."""
     cfg = AudioDecodeConfig()
@@ -167,6 +232,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=4.0, help="seconds per clip (default 4)")
     p.add_argument("--repeats", type=int, default=3, help="timed passes after the warm-up (default 3)")
     p.add_argument("--out", default="benchmarks/results/decode.json", help="JSON file to merge the figures into")
+    p.add_argument(
+        "--faces",
+        action="store_true",
+        help="only compare face-crop settings (former against default, side by side, "
+        "IoU of the boxes); writes the 'faces' section",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # one core per decode task (see the module docstring)
     cv2.setNumThreads(1)
@@ -177,6 +248,9 @@ def main(argv: list[str] | None = None) -> None:
         wavs = sorted((root / "audio").glob("*.wav"))
         wavs44 = [write_44k_stereo(w, tmp / f"{w.stem}_44k.wav") for w in wavs]
         n_frames = decode_video(clips[0], VideoDecodeConfig(FramePolicy("first"))).num_frames
+        if args.faces:
+            rows = face_variant_rows(clips, args.repeats)
+            return write_faces(rows, args, n_frames)
         rows = (
             video_rows(clips, n_frames, args.repeats)
             + face_rows(clips, args.repeats)
@@ -211,6 +285,27 @@ def main(argv: list[str] | None = None) -> None:
     }
     merge_sections(args.out, {"decode": group})
     print(f"\nwrote the 'decode' section of {args.out}")
+
+
+def write_faces(rows: list[dict], args: argparse.Namespace, n_frames: int) -> None:
+    """Print the face-crop comparison and merge the "faces" group into --out."""
+    cols = ["frames", "variant", "ms_per_clip", "speedup", "iou_median", "iou_p05", "iou_min", "faces_found"]
+    print("  ".join(f"{c:>32}" if c == "variant" else f"{c:>11}" for c in cols))
+    for r in rows:
+        print("  ".join(f"{r[c]!s:>32}" if c == "variant" else f"{r[c]!s:>11}" for c in cols))
+    group = {
+        "machine": machine(),
+        "threads_per_decode": 1,
+        "load_average_at_end": os.getloadavg(),
+        "date": datetime.date.today().isoformat(),
+        "command": f"python benchmarks/bench_decode.py --faces --n {args.n} --seconds {args.seconds:g} "
+        f"--repeats {args.repeats}",
+        "clips": {"n": args.n, "seconds": args.seconds, "frames": n_frames, "face_frames_per_clip": 16},
+        "default": FaceCropConfig().to_dict(),
+        "rows": rows,
+    }
+    merge_sections(args.out, {"faces": group})
+    print(f"\nwrote the 'faces' section of {args.out}")
 
 
 if __name__ == "__main__":

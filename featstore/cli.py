@@ -19,11 +19,11 @@ from featstore.store.verify import verify_store
 def _rows_written(feat) -> int:
     """Sample rows inside initialised data chunks (the last chunk may be short)."""
     data = feat.raw("data")
-    rows = data.nchunks_initialized * feat.unit_size
-    last = feat.num_units - 1
-    if rows and chunk_exists(data, last):
-        start, stop = feat.unit_bounds(last)
-        rows -= feat.unit_size - (stop - start)
+    chunk = data.chunks[0]
+    rows = data.nchunks_initialized * chunk
+    last = -(-feat.num_samples // chunk) - 1
+    if rows and last >= 0 and chunk_exists(data, last):
+        rows -= (last + 1) * chunk - feat.num_samples
     return rows
 
 
@@ -44,6 +44,7 @@ def store_info(store: FeatureStore) -> dict:
                 "shape": list(feat.spec.shape),
                 "dtype": feat.spec.dtype,
                 "unit_size": feat.unit_size,
+                "chunk_size": feat.chunk_size,
                 "units": feat.num_units,
                 "codec": feat.codec,
                 **counts,

@@ -68,7 +68,11 @@ class ExtractConfig:
     )
     decode_cpus: float = _opt(1.0, "CPUs per decode task")
     batch_size: int = _opt(1, "clips per forward pass of the vision encoders (audio always runs one clip at a time)")
-    unit_size: int = _opt(16, "samples per work unit = per Zarr chunk; a power of two")
+    unit_size: int = _opt(
+        16,
+        "samples per work unit, a power of two; each spec's Zarr chunk is the smaller of this and its "
+        "best size from the store benchmark (4 for the EVA tokens), so a unit spans whole chunks",
+    )
     limit: int | None = _opt(None, "only the first N samples of the manifest")
     retry_failed: bool = _opt(False, "recompute samples recorded as failed (default: only pending ones)")
     export_wds: str | None = _opt(

@@ -1,7 +1,16 @@
 """Face crops for the local (MAE) and temporal (VideoMAE) encoders, with OpenCV's bundled Haar cascade.
 
-Per frame: detect on the greyscale frame with fixed parameters, take the
-largest face (ties: the first OpenCV returns), grow it into a square of side
+Detection runs on every ``detect_every``-th frame (0, k, 2k, ...), on the
+greyscale frame downscaled so that its shorter side is at most
+``detect_side`` pixels (boxes scaled back to the frame), and takes the
+largest face (ties: the first OpenCV returns). A frame between two frames
+whose detection found a face gets the box linearly interpolated between them
+(rounded); a frame with such a detection on one side only carries that box.
+On the 224 px demo clips this costs about a fifth of detecting on every full frame
+and moves the boxes little (``benchmarks/bench_decode.py --faces``).
+``detect_every=1, detect_side=0`` is the former per-frame, full-size detection.
+
+Then per frame: grow the face box into a square of side
 ``max(w, h) * (1 + margin)`` about the box centre (``margin / 2`` on each
 side), shift the square inside the frame (and shrink it to the frame's
 shorter side if it is larger), and resize to ``size`` x ``size``:
@@ -46,7 +55,13 @@ class FaceCropConfig:
         margin: fraction of the face box's longer side added around it (half on each side).
         scale_factor: detectMultiScale's image-pyramid step.
         min_neighbors: detectMultiScale's overlapping detections needed to keep a face.
-        min_face: smallest face side, in pixels, the detector looks for.
+        min_face: smallest face side, in the frame's pixels, the detector looks for
+            (on a downscaled frame the cascade's 24-pixel window sets a floor of
+            ``24 / scale``).
+        detect_every: detect on every k-th frame and interpolate the box between
+            (1: detect on every frame).
+        detect_side: detect on the frame downscaled (``INTER_AREA``) so its shorter side
+            is at most this many pixels (0: full size).
     """
 
     size: int = 224
@@ -54,10 +69,12 @@ class FaceCropConfig:
     scale_factor: float = 1.1
     min_neighbors: int = 5
     min_face: int = 30
+    detect_every: int = 6
+    detect_side: int = 224
 
     def __post_init__(self) -> None:
         """Raises ValueError for a parameter out of range (names it and its value)."""
-        for name, low in (("size", 1), ("min_neighbors", 0), ("min_face", 1)):
+        for name, low in (("size", 1), ("min_neighbors", 0), ("min_face", 1), ("detect_every", 1), ("detect_side", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -77,6 +94,10 @@ class FaceCropConfig:
             "min_neighbors": self.min_neighbors,
             "min_face": self.min_face,
             "pick": "largest",
+            "detect_every": self.detect_every,
+            "between": "linear interpolation of the box, rounded; carried past the last detection",
+            "detect_side": self.detect_side,
+            "downscale": "INTER_AREA on grey, boxes scaled back and rounded",
             "margin": self.margin,
             "shape": "square",
             "clamp": "shift inside, shrink to shorter side",
@@ -135,9 +156,9 @@ def crop_faces(frames: np.ndarray, config: FaceCropConfig | None = None) -> Face
     boxes = np.empty((count, 4), dtype=np.int32)
     faces = np.full((count, 4), -1, dtype=np.int32)
     found = np.zeros(count, dtype=bool)
-    for t, frame in enumerate(frames):
-        face = detect_face(frame, cfg)
-        height, width = frame.shape[:2]
+    height, width = frames.shape[1:3]
+    for t, face in enumerate(track_faces(frames, cfg)):
+        frame = frames[t]
         if face is not None:
             faces[t], found[t] = face, True
             boxes[t] = square_box(face, cfg.margin, width, height)
@@ -148,21 +169,54 @@ def crop_faces(frames: np.ndarray, config: FaceCropConfig | None = None) -> Face
     return FaceCrops(crops, boxes, faces, found)
 
 
+def track_faces(frames: np.ndarray, config: FaceCropConfig) -> list[tuple[int, int, int, int] | None]:
+    """The face box ``(x, y, w, h)`` of every frame, or None: detected on every
+    ``detect_every``-th frame, interpolated between detections, carried past the ends."""
+    step = config.detect_every
+    detected = {t: detect_face(frames[t], config) for t in range(0, len(frames), step)}
+    hits = sorted(t for t, face in detected.items() if face is not None)
+    out: list[tuple[int, int, int, int] | None] = []
+    for t in range(len(frames)):
+        if t in detected:
+            out.append(detected[t])
+            continue
+        before = max((k for k in hits if k < t), default=None)
+        after = min((k for k in hits if k > t), default=None)
+        if before is None or after is None:
+            near = before if after is None else after
+            out.append(None if near is None else detected[near])
+            continue
+        a, b, u = detected[before], detected[after], (t - before) / (after - before)
+        out.append(tuple(round(p + (q - p) * u) for p, q in zip(a, b)))
+    return out
+
+
 def detect_face(frame: np.ndarray, config: FaceCropConfig) -> tuple[int, int, int, int] | None:
-    """Return the largest face ``(x, y, w, h)`` the cascade finds in an RGB frame, or None."""
+    """Return the largest face ``(x, y, w, h)`` the cascade finds in an RGB frame, or None
+    (on the frame downscaled to ``detect_side``, the box scaled back to the frame)."""
     grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
+    height, width = grey.shape
+    scale = 1.0
+    if config.detect_side and min(height, width) > config.detect_side:
+        scale = config.detect_side / min(height, width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+    min_face = max(1, round(config.min_face * scale))
     detector = _detector()
     with _DETECT_LOCK:
         found = detector.detectMultiScale(
             grey,
             scaleFactor=config.scale_factor,
             minNeighbors=config.min_neighbors,
-            minSize=(config.min_face, config.min_face),
+            minSize=(min_face, min_face),
         )
     if len(found) == 0:
         return None
     # max keeps the first of equal areas, and OpenCV's order is deterministic
     x, y, w, h = max((tuple(int(v) for v in box) for box in found), key=lambda b: b[2] * b[3])
+    if scale != 1.0:
+        x, y = round(x / scale), round(y / scale)
+        w, h = min(round(w / scale), width - x), min(round(h / scale), height - y)
     return x, y, w, h
 
 

@@ -29,7 +29,8 @@ UNIT_ARRAYS = ("data", "media_hash", "fail_stage", "fail_reason", "status")
 
 
 class FeatureArray:
-    """Features of one spec, written in whole work units (one Zarr chunk per array each).
+    """Features of one spec, written in whole work units (one Zarr chunk per array
+    each, or ``unit_size / chunk_size`` whole chunks of the data array).
 
     A writer owns a unit: it writes the unit's data, input hashes and failure
     records, then the unit's commit flags. Nothing else ever writes those chunks,
@@ -42,6 +43,9 @@ class FeatureArray:
         attrs = dict(group.attrs)
         self.spec = FeatureSpec.from_dict(attrs["spec"])
         self.unit_size = int(attrs["unit_size"])
+        # Data chunk (samples); a power of two dividing the unit. Stores made before
+        # chunk_size existed have one data chunk a unit.
+        self.chunk_size = int(attrs.get("chunk_size", self.unit_size))
         self.codec = str(attrs["codec"])
         self._arrays = {k: group[k].with_config(ARRAY_CONFIG) for k in UNIT_ARRAYS}
 
@@ -182,8 +186,8 @@ class FeatureArray:
         dropped = []
         for name in UNIT_ARRAYS[:-1]:
             arr = self._arrays[name]
-            if chunk_exists(arr, unit) and not chunk_decodes(arr, unit):
-                drop_chunk(arr, unit)
+            if chunk_exists(arr, unit, self.unit_size) and not chunk_decodes(arr, unit, self.unit_size):
+                drop_chunk(arr, unit, self.unit_size)
                 dropped.append(name)
                 maybe_fault("withdraw_unit.after_drop", unit)
         return dropped
@@ -205,7 +209,7 @@ class FeatureArray:
         except Exception as e:  # a corrupt chunk raises whatever its codec raises
             stop = self.num_samples if stop is None else stop
             for unit in range(start // self.unit_size, -(-stop // self.unit_size)):
-                if not chunk_decodes(self._arrays[name], unit):
+                if not chunk_decodes(self._arrays[name], unit, self.unit_size):
                     raise CorruptChunkError(self._index.url, self.spec.key, unit, name, e) from e
             raise
 
@@ -274,7 +278,7 @@ class FeatureArray:
         return self._read("data", start, stop)
 
     def read_unit(self, unit: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(data, status)`` of a whole unit: one chunk read per array."""
+        """``(data, status)`` of a whole unit: whole chunks only."""
         start, stop = self.unit_bounds(unit)
         return self._read("data", start, stop), self.status(start, stop)
 

@@ -31,6 +31,9 @@ STATUS_NAMES = {PENDING: "pending", OK: "ok", FAILED: "failed"}
 
 # Work units hold a power-of-two number of samples so that units of specs with
 # different unit sizes nest (a job can process the largest and fill the rest).
+# A spec's data array may be chunked finer than its unit (``chunk_size``, a power
+# of two dividing the unit): a unit still owns whole chunks, so exactly-once holds;
+# the other arrays (hashes, failures, the commit flags) keep one chunk a unit.
 # Chunk sizing from benchmarks/bench_store.py (BENCHMARKS.md): token features
 # write and read fastest at 4-8 samples (12-23 MB chunks), 1-sample chunks are
 # ~2x slower. Pooled features gain ~2.5x from 256 to 1024 samples a unit, but at
@@ -59,7 +62,11 @@ DEFAULT_CODEC = "zstd3"
 
 
 def default_unit_size(shape: tuple[int, ...], dtype: str) -> int:
-    """Largest power of two (<= MAX_UNIT) whose chunk fits TARGET_CHUNK_BYTES."""
+    """Largest power of two (<= MAX_UNIT) whose chunk fits TARGET_CHUNK_BYTES.
+
+    Also each spec's default data chunk inside a larger work unit (``add_spec``
+    takes the smaller of the two): token features get 4-sample chunks
+    (~11.5 MB) even in a job's 16-sample units, pooled ones the whole unit."""
     sample_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     unit = 1
     while unit * 2 <= MAX_UNIT and unit * 2 * sample_bytes <= TARGET_CHUNK_BYTES:

@@ -282,35 +282,58 @@ class FeatureStore:
         self._annotations = texts
 
     # ---- specs ------------------------------------------------------------
-    def add_spec(self, spec: FeatureSpec, unit_size: int | None = None, codec: str = DEFAULT_CODEC) -> FeatureArray:
+    def add_spec(
+        self,
+        spec: FeatureSpec,
+        unit_size: int | None = None,
+        codec: str = DEFAULT_CODEC,
+        chunk_size: int | None = None,
+    ) -> FeatureArray:
         """Add a feature group for ``spec`` (or return the existing one). Coordinator only.
 
         Args:
             spec: the feature spec; its group is ``specs/<name>-<id>``.
-            unit_size: samples per work unit (= per chunk), a power of two;
-                default from the feature size (``layout.default_unit_size``).
+            unit_size: samples per work unit, a power of two; default from the
+                feature size (``layout.default_unit_size``).
             codec: compression, a name from ``layout.CODECS``.
+            chunk_size: samples per data chunk, a power of two <= unit_size (so a
+                unit spans whole chunks); default the smaller of unit_size and the
+                feature's own best chunk (``layout.default_unit_size``: 4 for the
+                2.9 MB EVA tokens, the whole unit for pooled features).
 
         Raises:
-            ValueError: naming the value when unit_size is not a power of two.
-            SpecMismatchError: when the spec exists with another unit size.
+            ValueError: naming the value when unit_size or chunk_size is not a power
+                of two, or chunk_size is larger than unit_size.
+            SpecMismatchError: when the spec exists with another unit or chunk size.
         """
         unit = default_unit_size(spec.shape, spec.dtype) if unit_size is None else int(unit_size)
         if unit < 1 or unit & (unit - 1):
             raise ValueError(f"unit_size {unit_size!r} must be a positive power of two")
+        chunk = min(unit, default_unit_size(spec.shape, spec.dtype)) if chunk_size is None else int(chunk_size)
+        if chunk < 1 or chunk & (chunk - 1) or chunk > unit:
+            raise ValueError(f"chunk_size {chunk_size!r} must be a power of two no larger than unit_size {unit}")
         specs = self._group[SPECS_GROUP]
         if spec.key in specs:
             feat = self._feature_by_key(spec.key)
             if unit_size is not None and feat.unit_size != unit:
                 raise SpecMismatchError(f"spec {spec.key} exists with unit_size {feat.unit_size}, not {unit}")
+            if chunk_size is not None and feat.chunk_size != chunk:
+                raise SpecMismatchError(f"spec {spec.key} exists with chunk_size {feat.chunk_size}, not {chunk}")
             return feat
         g = specs.create_group(
-            spec.key, attributes={"spec": spec.to_dict(), "spec_id": spec.id, "unit_size": unit, "codec": codec}
+            spec.key,
+            attributes={
+                "spec": spec.to_dict(),
+                "spec_id": spec.id,
+                "unit_size": unit,
+                "chunk_size": chunk,
+                "codec": codec,
+            },
         )
-        self._create_arrays(g, spec, unit, codec)
+        self._create_arrays(g, spec, unit, codec, chunk)
         return self._feature_by_key(spec.key)
 
-    def _create_arrays(self, g: zarr.Group, spec: FeatureSpec, unit: int, codec: str) -> None:
+    def _create_arrays(self, g: zarr.Group, spec: FeatureSpec, unit: int, codec: str, chunk: int) -> None:
         n = self.num_samples
         small = compressors_for("zstd3", "uint8")
         layout = {
@@ -324,7 +347,7 @@ class FeatureStore:
             g.create_array(
                 name,
                 shape=shape,
-                chunks=(unit, *shape[1:]),
+                chunks=(chunk if name == "data" else unit, *shape[1:]),
                 dtype=dtype,
                 fill_value=0,
                 compressors=comp,

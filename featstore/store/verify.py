@@ -8,7 +8,7 @@ import numpy as np
 
 from featstore.errors import CorruptChunkError
 from featstore.store.array import UNIT_ARRAYS, FeatureArray
-from featstore.store.chunks import chunk_exists
+from featstore.store.chunks import chunk_exists, chunks_present
 from featstore.store.layout import FAILED, OK, PENDING
 from featstore.store.store import FeatureStore
 
@@ -52,7 +52,8 @@ def _read_chunks(feat: FeatureArray, unit: int, present: list[str]) -> tuple[dic
 
 def _unit_reasons(feat: FeatureArray, unit: int, report: VerifyReport) -> list[str]:
     start, stop = feat.unit_bounds(unit)
-    present = [n for n in UNIT_ARRAYS if chunk_exists(feat.raw(n), unit)]
+    on_storage = {n: chunks_present(feat.raw(n), unit, feat.unit_size) for n in UNIT_ARRAYS}
+    present = [n for n in UNIT_ARRAYS if any(on_storage[n])]
     if not present:
         return []  # never written
     rows, reasons = _read_chunks(feat, unit, present)
@@ -62,7 +63,7 @@ def _unit_reasons(feat: FeatureArray, unit: int, report: VerifyReport) -> list[s
     committed = "status" in present and (status is None or bool(np.any(status != PENDING)))
     if not committed:
         return reasons  # pending: an unreadable chunk still breaks whole-array reads
-    missing = [n for n in UNIT_ARRAYS if n not in present]
+    missing = [n for n in UNIT_ARRAYS if not all(on_storage[n])]
     if missing:
         reasons.append(f"committed but chunk(s) missing for {missing}")
     data, hashes = rows.get("data"), rows.get("media_hash")

@@ -71,7 +71,8 @@ def test_verify_ok(filled, capsys):
 
 def test_verify_names_corrupt_chunk(filled, capsys):
     key = w.SPECS[1].key
-    (filled / "specs" / key / "data" / "c" / "2" / "0" / "0").write_bytes(b"not a blosc frame")
+    # tokens: units of 4 in data chunks of 2, so chunk 5 is the second half of unit 2
+    (filled / "specs" / key / "data" / "c" / "5" / "0" / "0").write_bytes(b"not a blosc frame")
     rc, _, err = run(capsys, "verify", str(filled))
     assert rc == 1 and f"spec {key} unit 2: chunk does not decode" in err
 
@@ -81,6 +82,13 @@ def test_verify_names_missing_chunk(filled, capsys):
     (filled / "specs" / key / "data" / "c" / "1" / "0").unlink()
     rc, _, err = run(capsys, "verify", str(filled))
     assert rc == 1 and f"spec {key} unit 1: committed but chunk(s) missing for ['data']" in err
+
+
+def test_verify_names_one_missing_chunk_of_several(filled, capsys):
+    key = w.SPECS[1].key
+    (filled / "specs" / key / "data" / "c" / "4" / "0" / "0").unlink()  # first of unit 2's two data chunks
+    rc, _, err = run(capsys, "verify", str(filled))
+    assert rc == 1 and f"spec {key} unit 2: committed but chunk(s) missing for ['data']" in err
 
 
 def test_missing_store_is_a_clear_error(tmp_path, capsys):

@@ -10,6 +10,7 @@ import pytest
 from featstore.encoders import SLOTS, load_encoders
 from featstore.manifest import Sample
 from featstore.media.clip import DecodeConfig, collate, decode_clip, failures_of
+from featstore.media.faces import FaceCropConfig
 from tests.load import busy_cores
 
 N = 3
@@ -79,6 +80,9 @@ def test_decode_and_encode_are_identical_under_load(demo, decoded, tiny):
 def test_upstream_changes_with_decode_settings():
     a, b = DecodeConfig(), DecodeConfig(local_frames=4)
     assert a.upstream("local") != b.upstream("local")
+    for face in (FaceCropConfig(detect_every=1), FaceCropConfig(detect_side=0)):  # face detection settings
+        c = DecodeConfig(face=face)
+        assert a.upstream("local") != c.upstream("local") and a.upstream("temporal") != c.upstream("temporal")
     assert a.upstream("global") == b.upstream("global") and a.upstream("audio") == b.upstream("audio")
     with pytest.raises(ValueError, match="'last'"):
         DecodeConfig(global_frame="last")

@@ -111,8 +111,11 @@ def test_config_and_input_validation():
     d = FaceCropConfig().to_dict()
     assert json.loads(json.dumps(d)) == d and d["detector"] == "haarcascade_frontalface_default.xml"
     assert (d["size"], d["margin"], d["scale_factor"], d["min_neighbors"]) == (224, 0.25, 1.1, 5)
-    assert FaceCropConfig(margin=0.3).to_dict() != d
-    for kwargs in ({"size": 0}, {"margin": -0.1}, {"scale_factor": 1.0}, {"min_neighbors": 2.5}):
+    assert (d["detect_every"], d["detect_side"]) == (6, 224)
+    for change in ({"margin": 0.3}, {"detect_every": 1}, {"detect_side": 0}):
+        assert FaceCropConfig(**change).to_dict() != d
+    bad = ({"size": 0}, {"margin": -0.1}, {"scale_factor": 1.0}, {"min_neighbors": 2.5}, {"detect_every": 0})
+    for kwargs in (*bad, {"detect_side": -1}):
         with pytest.raises(ValueError, match=next(iter(kwargs))):
             FaceCropConfig(**kwargs)
     with pytest.raises(ValueError, match=r"float32 \(2, 8, 8, 3\)"):
@@ -127,3 +130,48 @@ def test_config_and_input_validation():
 def test_detector_is_loaded_once():
     assert faces._detector() is faces._detector()
     assert faces._detector.cache_info().currsize == 1
+
+
+def test_detects_on_every_kth_frame_and_interpolates_between(monkeypatch):
+    frames = np.zeros((10, 200, 300, 3), np.uint8)
+    frames[:, 0, 0, 0] = np.arange(10)  # the stand-in detector reads the frame's index here
+    boxes = {0: (10, 20, 40, 40), 4: (30, 20, 60, 40), 8: None}
+    seen = []
+
+    def detect(frame, config):
+        seen.append(int(frame[0, 0, 0]))
+        return boxes[int(frame[0, 0, 0])]
+
+    monkeypatch.setattr(faces, "detect_face", detect)
+    got = faces.track_faces(frames, FaceCropConfig(detect_every=4))
+    assert seen == [0, 4, 8]  # the detector ran on frames 0, 4 and 8 only
+    assert got[:5] == [(10, 20, 40, 40), (15, 20, 45, 40), (20, 20, 50, 40), (25, 20, 55, 40), (30, 20, 60, 40)]
+    assert got[5:] == [(30, 20, 60, 40)] * 3 + [None, (30, 20, 60, 40)]  # carried; frame 8 itself found none
+    crops = crop_faces(frames, FaceCropConfig(detect_every=4, size=32))
+    assert crops.found.tolist() == [True] * 8 + [False, True]
+    assert crops.boxes[8].tolist() == list(centre_box(300, 200))
+
+
+def test_default_crops_stay_close_to_every_frame_full_size(clip_frames):
+    """The default (every 6th frame, at most 224 px) against the former per-frame detection."""
+    former = FaceCropConfig(detect_every=1, detect_side=0)
+    for frames in clip_frames:
+        new, old = crop_faces(frames), crop_faces(frames, former)
+        assert new.num_found == old.num_found == 16
+        x0, y0 = np.maximum(new.boxes[:, 0], old.boxes[:, 0]), np.maximum(new.boxes[:, 1], old.boxes[:, 1])
+        x1, y1 = np.minimum(new.boxes[:, 2], old.boxes[:, 2]), np.minimum(new.boxes[:, 3], old.boxes[:, 3])
+        inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+        area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # noqa: E731
+        iou = inter / (area(new.boxes) + area(old.boxes) - inter)
+        assert iou.min() > 0.75 and np.median(iou) > 0.9
+        np.testing.assert_array_equal(new.faces[::6], old.faces[::6])  # 224 px frames: same detections
+
+
+def test_downscaled_detection_maps_the_box_back(clip_frames):
+    canvas = np.full((1, 448, 672, 3), 128, dtype=np.uint8)
+    canvas[0, 100:348, 200:424] = cv2.resize(clip_frames[0][0], (224, 248))
+    full = crop_faces(canvas, FaceCropConfig(detect_side=0))
+    small = crop_faces(canvas, FaceCropConfig(detect_side=112))  # detected at a quarter of the size
+    assert full.found[0] and small.found[0]
+    assert np.abs(small.faces[0] - full.faces[0]).max() <= 0.15 * full.faces[0][2]
+    assert small.faces[0][0] + small.faces[0][2] <= 672 and small.faces[0][1] + small.faces[0][3] <= 448

@@ -1,5 +1,5 @@
 """Readers meeting an unreadable chunk: ZarrDataset raises naming the store, spec,
-unit and the repair command, or skips that unit's samples under ``skip`` with a
+unit and the repair command, or skips that chunk's samples under ``skip`` with a
 log line; export-wds fails with the same message."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tests.featstore.store.test_repair import corrupt, fill
 def damaged(tmp_path):
     root = tmp_path / "s.zarr"
     store = fill(root)
-    corrupt(store, "tokens", 2, "data", "garbage")  # samples 8-11
+    corrupt(store, "tokens", 2, "data", "garbage")  # unit 2 (8-11), its last data chunk: samples 10-11
     return root, store.feature("tokens").spec.key
 
 
@@ -32,11 +32,11 @@ def test_zarr_dataset_raises_naming_the_repair(damaged):
     assert f"featstore verify {root} --repair" in msg
 
 
-def test_zarr_dataset_skips_the_unit_under_skip(damaged, caplog):
+def test_zarr_dataset_skips_the_chunk_under_skip(damaged, caplog):
     root, key = damaged
     with caplog.at_level(logging.WARNING, logger="featstore.shards.reader"):
         got = [s["sample_id"] for s in ZarrDataset(str(root), on_error="skip")]
-    lost = {f"clip_{i:04d}" for i in range(8, 12)} | {"clip_0007"}  # unit 2, and pooled's failed sample
+    lost = {"clip_0010", "clip_0011", "clip_0007"}  # the unreadable chunk, and pooled's failed sample
     assert got == [f"clip_{i:04d}" for i in range(20) if f"clip_{i:04d}" not in lost]
     hits = [r.getMessage() for r in caplog.records if f"spec {key} unit 2" in r.getMessage()]
     assert len(hits) == 1 and "--repair" in hits[0]

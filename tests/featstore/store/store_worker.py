@@ -20,6 +20,7 @@ SPECS = (
     FeatureSpec(name="tokens", encoder="TestEncoder", weights="w2", shape=(17, 32), dtype="float32"),
 )
 UNITS = {"pooled": 8, "tokens": 4}
+CHUNKS = {"pooled": 8, "tokens": 2}  # tokens: two data chunks a unit (issue 13)
 FAILING = {"pooled": {"clip_0007": ("decode", "corrupt file: moov atom not found")}}
 
 
@@ -37,7 +38,7 @@ def make_store(path: str | Path, n: int) -> FeatureStore:
     ids = sample_ids(n)
     store.add_samples(ids, [media_hash(s) for s in ids])
     for spec in SPECS:
-        store.add_spec(spec, unit_size=UNITS[spec.name])
+        store.add_spec(spec, unit_size=UNITS[spec.name], chunk_size=CHUNKS[spec.name])
     return store
 
 

@@ -22,6 +22,7 @@ from featstore.cli import main
 from featstore.errors import CorruptChunkError
 from featstore.store import FeatureStore
 from featstore.store.chunks import chunk_path
+from featstore.store.chunks import unit_chunks as chunks_of
 from featstore.store.repair import repair_store
 from featstore.store.verify import verify_store
 from tests.featstore.store import store_worker as w
@@ -42,13 +43,15 @@ def fill(url) -> FeatureStore:
 def unit_chunks(store: FeatureStore, name: str, unit: int) -> set[str]:
     """Store keys of every chunk of one unit of one spec."""
     feat = store.feature(name)
-    return {chunk_path(feat.raw(a), unit) for a in ("data", "media_hash", "fail_stage", "fail_reason", "status")}
+    arrays = ("data", "media_hash", "fail_stage", "fail_reason", "status")
+    return {chunk_path(feat.raw(a), c) for a in arrays for c in chunks_of(feat.raw(a), unit, feat.unit_size)}
 
 
 def corrupt(store: FeatureStore, name: str, unit: int, array: str, kind: str) -> None:
     """Damage one chunk through the Zarr store API (so it works on any URL)."""
-    arr = store.feature(name).raw(array)
-    key = chunk_path(arr, unit)
+    feat = store.feature(name)
+    arr = feat.raw(array)
+    key = chunk_path(arr, chunks_of(arr, unit, feat.unit_size)[-1])  # the unit's last chunk
     raw = sync(arr.store.get(key, cpu.buffer_prototype)).to_bytes()
     if kind == "delete":
         sync(arr.store.delete(key))
@@ -64,6 +67,7 @@ def corrupt(store: FeatureStore, name: str, unit: int, array: str, kind: str) ->
     else:  # wrong shape: a valid chunk of the other spec's array of the same name
         other = store.feature(OTHER[name]).raw(array)
         new = sync(other.store.get(chunk_path(other, unit), cpu.buffer_prototype)).to_bytes()
+        assert new != raw
     sync(arr.store.set(key, cpu.Buffer.from_bytes(new)))
 
 

@@ -135,6 +135,28 @@ def test_default_unit_size_targets_chunk_bytes(store):
     assert store.add_spec(pooled).unit_size == 256
 
 
+def test_chunk_size_per_spec_inside_the_units(tmp_path):
+    """A job's 16-sample units: the EVA tokens get 4-sample data chunks (the store
+    benchmark's best), pooled features one chunk a unit; commits stay one chunk a unit."""
+    store = FeatureStore.create(tmp_path / "c.zarr")
+    store.add_samples([f"s{i}" for i in range(40)], [h(f"s{i}") for i in range(40)])
+    tok = FeatureSpec(name="global", encoder="Blip2VisionModel", weights="w", shape=(1025, 1408), dtype="float16")
+    pooled = FeatureSpec(name="local", encoder="ViTMAEModel", weights="w", shape=(1024,), dtype="float16")
+    t, p = store.add_spec(tok, unit_size=16), store.add_spec(pooled, unit_size=16)
+    assert (t.unit_size, t.chunk_size, p.unit_size, p.chunk_size) == (16, 4, 16, 16)
+    assert t.raw("data").chunks == (4, 1025, 1408) and t.raw("status").chunks == (16,)
+    assert p.raw("data").chunks == (16, 1024)
+    again = FeatureStore.open(store.url)
+    assert again.feature(tok.id).chunk_size == 4 and again.feature(pooled.id).chunk_size == 16
+    assert store.add_spec(tok, unit_size=16, chunk_size=4) is t
+    with pytest.raises(SpecMismatchError, match="chunk_size 4, not 8"):
+        store.add_spec(tok, unit_size=16, chunk_size=8)
+    x = FeatureSpec(name="x", encoder="e", weights="w", shape=(4,))
+    for bad in (32, 3, 0):
+        with pytest.raises(ValueError, match=f"chunk_size {bad} must be a power of two no larger than unit_size 16"):
+            store.add_spec(x, unit_size=16, chunk_size=bad)
+
+
 def test_fsspec_memory_url():
     url = "memory://featstore-test/s.zarr"
     store = FeatureStore.create(url)
