@@ -24,6 +24,7 @@ def summarize(store: FeatureStore, prep: Any, stats: list[dict], wall: float) ->
         "store": store.url,
         "samples": store.num_samples,
         "units_run": len(stats),
+        "units": {slot: sorted(s["unit"] for s in stats if slot in s["slots"]) for slot in prep.keys},
         "clips_run": clips,
         "manifest_problems": [{"sample_id": s.sample_id, "reason": s.error} for s in prep.manifest.problems],
         "specs": {slot: {"key": k, **store.feature(k).counts()} for slot, k in prep.keys.items()},

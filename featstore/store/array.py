@@ -83,15 +83,28 @@ class FeatureArray:
         Raises:
             StoreError: when samples were appended through another store handle.
         """
+        self._check_rows()
+        status = self._read("status", start, stop).astype(np.int8)
+        stale = np.any(self._read("media_hash", start, stop) != self._index.hash_rows(start, stop), axis=1)
+        status[stale & (status != PENDING)] = PENDING
+        return status
+
+    def raw_status(self) -> np.ndarray:
+        """Commit flags of every row as written (PENDING/OK/FAILED), stale or not."""
+        self._check_rows()
+        return self._read("status").astype(np.int8)
+
+    def stale_rows(self) -> np.ndarray:
+        """Bool per row: the hash the feature was computed from differs from the index's."""
+        self._check_rows()
+        return np.any(self._read("media_hash") != self._index.hash_rows(), axis=1)
+
+    def _check_rows(self) -> None:
         if self._arrays["status"].shape[0] != len(self._index):
             raise StoreError(
                 f"spec {self.spec.name!r} has {self._arrays['status'].shape[0]} rows but the index has "
                 f"{len(self._index)}: samples were added through another handle; reopen the store"
             )
-        status = self._read("status", start, stop).astype(np.int8)
-        stale = np.any(self._read("media_hash", start, stop) != self._index.hash_rows(start, stop), axis=1)
-        status[stale & (status != PENDING)] = PENDING
-        return status
 
     def counts(self) -> dict[str, int]:
         """Samples committed, failed and pending."""
