@@ -185,6 +185,46 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_npy(args: argparse.Namespace) -> int:
+    from featstore.manifest import load_manifest
+    from featstore.npy import import_npy, parse_folder_args
+
+    try:
+        folders = parse_folder_args(args.folder)
+    except ValueError as e:
+        print(f"featstore import-npy: {e}", file=sys.stderr)
+        return 2
+    manifest = load_manifest(args.dataset, args.format, annotation=args.annotation)
+    store = FeatureStore.open_or_create(args.store)
+    store.add_manifest(manifest)
+    reports = import_npy(store, args.dataset, folders, unit_size=args.unit_size)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in reports], indent=2))
+        return 0
+    for p in manifest.problems:
+        print(f"not in store: {p.sample_id}: {p.error}")
+    for r in reports:
+        for f in r.failures:
+            print(f"failed {f['sample_id']}: {f['reason']}")
+        print(f"{r.folder} -> spec {r.spec.key}: {r.imported} imported, {len(r.failures)} failure record(s)")
+    return 0
+
+
+def cmd_export_npy(args: argparse.Namespace) -> int:
+    from featstore.npy import export_npy
+
+    try:
+        report = export_npy(FeatureStore.open(args.store), args.out, args.spec or None, shape=args.shape)
+    except (KeyError, ValueError) as e:
+        print(f"featstore export-npy: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    for row in report.left_out:
+        print(f"left out {row['sample_id']} ({row['spec']}): {row['reason']}")
+    for folder, info in report.folders.items():
+        print(f"{args.out.rstrip('/')}/{folder}: {info['files']} files of {info['shape']} from spec {info['spec']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="featstore",
@@ -252,6 +292,60 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(plan, PLAN_OPTIONS)
     plan.add_argument("--json", action="store_true", help="print the plan as JSON (per spec: counts, reasons, units)")
     plan.set_defaults(func=cmd_plan)
+
+    imp = sub.add_parser(
+        "import-npy",
+        help="import original Emotion-LLaMA feature folders (one .npy per clip) as imported specs",
+        description="Read DATASET/FOLDER/<sample_id>.npy for every sample of the dataset into a spec named "
+        "SPEC_NAME whose provenance says it was imported (encoder and preprocessing unknown; folder name "
+        "and file hashes recorded). Files are never unpickled; each must be float16/float32 of shape [D] "
+        "or [1, D]. A missing or malformed file gives that sample a failure record (see `featstore failures`).",
+    )
+    imp.add_argument("store", help=store_help + " (created if missing)")
+    imp.add_argument("--dataset", required=True, help="dataset root folder; the feature folders are inside it")
+    imp.add_argument(
+        "--folder",
+        action="append",
+        default=[],
+        required=True,
+        metavar="FOLDER=SPEC_NAME",
+        help="a feature folder relative to the dataset root and the spec name it becomes, e.g. "
+        "mae_340_UTT=local, maeV_399_UTT=temporal, HL-UTT=audio (repeatable)",
+    )
+    from featstore.extract.config import FORMATS
+
+    imp.add_argument("--format", default="auto", choices=FORMATS, help="annotation format (default: auto)")
+    imp.add_argument("--annotation", help="annotation file (relative to the dataset root) when detection is ambiguous")
+    imp.add_argument("--unit-size", type=int, help="samples per unit of the new specs (default: from the shape)")
+    imp.add_argument("--json", action="store_true", help="print one JSON report per folder")
+    imp.set_defaults(func=cmd_import_npy)
+
+    exp = sub.add_parser(
+        "export-npy",
+        help="write the original Emotion-LLaMA layout (OUT/mae_340_UTT/<id>.npy, ...) from committed samples",
+        description="Write OUT/<folder>/<sample_id>.npy, the layout the original training code reads "
+        "beside its annotation file (FeatureFaceDataset.get in first_face.py): local -> mae_340_UTT, "
+        "temporal -> maeV_399_UTT, audio -> HL-UTT. Only committed samples are written; the others are "
+        "listed with why. Values and dtype are the stored ones.",
+    )
+    exp.add_argument("store", help=store_help)
+    exp.add_argument("out", help="output folder (a local path)")
+    exp.add_argument(
+        "--spec",
+        action="append",
+        default=[],
+        metavar="SPEC[=FOLDER]",
+        help="a spec (name, id or name-id) to export, optionally into FOLDER (repeatable; default: the "
+        "store's local, temporal and audio specs into their original folders)",
+    )
+    exp.add_argument(
+        "--shape",
+        choices=("as-imported", "flat", "row"),
+        default="as-imported",
+        help="array shape of each file: flat [D], row [1, D], or as-imported (the files' shape when the "
+        "spec was imported, else [D]) (default: as-imported)",
+    )
+    exp.set_defaults(func=cmd_export_npy)
     return p
 
 

@@ -75,6 +75,17 @@ class FeatureArray:
         for arr in self._arrays.values():
             arr.resize((num_samples, *arr.shape[1:]))
 
+    @property
+    def attrs(self) -> dict:
+        """The spec group's attributes (spec, unit size, codec, and e.g. ``import`` provenance)."""
+        return dict(self._group.attrs)
+
+    def set_attr(self, key: str, value: object) -> None:
+        """Record metadata on the spec group (coordinator only); the layout keys are reserved."""
+        if key in ("spec", "spec_id", "unit_size", "codec"):
+            raise ValueError(f"spec group attribute {key!r} is reserved")
+        self._group.attrs[key] = value
+
     # ---- state ------------------------------------------------------------
     def status(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Effective status of rows ``[start, stop)``: a committed sample whose input
