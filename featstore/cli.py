@@ -225,6 +225,38 @@ def cmd_export_npy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    from featstore.store.gc import gc_store
+
+    ids = None
+    if args.dataset:
+        from featstore.manifest import load_manifest
+
+        manifest = load_manifest(args.dataset, args.format, annotation=args.annotation, hash_media=False)
+        ids = [s.sample_id for s in manifest.samples]
+    keep = [k for k in args.keep.split(",") if k] if args.keep is not None else None
+    try:
+        report = gc_store(args.store, keep=keep, dataset_ids=ids, dry_run=args.dry_run)
+    except KeyError as e:
+        print(f"featstore gc: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for line in report.recovered:
+        print(f"interrupted gc: {line}")
+    for key in report.removed_specs:
+        print(f"{verb} spec {key}")
+    print(
+        f"{verb} {len(report.removed_samples)} sample(s) that left the dataset "
+        f"({report.samples_before} -> {report.samples_after}); kept specs {', '.join(report.kept_specs) or 'none'}"
+    )
+    about = "about " if args.dry_run else ""
+    print(f"{'would free' if args.dry_run else 'freed'} {about}{report.bytes_freed} bytes ({report.bytes_before} -> {report.bytes_after})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="featstore",
@@ -346,6 +378,34 @@ def build_parser() -> argparse.ArgumentParser:
         "spec was imported, else [D]) (default: as-imported)",
     )
     exp.set_defaults(func=cmd_export_npy)
+
+    gc = sub.add_parser(
+        "gc",
+        help="remove spec groups not kept and rows of samples that left the dataset; report bytes freed",
+        description="Remove every spec not named in --keep and, with --dataset, the rows of samples the "
+        "dataset no longer has (the index is compacted: the kept specs are copied beside the store and "
+        "switched in by a rename). Kept features of samples that stay keep their exact bytes. Safe to "
+        "kill at any point: run it again to finish (or discard) what was interrupted. Local stores only.",
+    )
+    gc.add_argument("store", help="store location: a local path")
+    gc.add_argument(
+        "--keep",
+        metavar="SPEC,...",
+        help="comma-separated specs to keep (names, ids or name-id keys); every other spec is removed "
+        "(default: keep every spec)",
+    )
+    gc.add_argument(
+        "--dataset",
+        help="dataset root: store samples not in its manifest are removed (default: remove no sample; "
+        "the store does not record which samples left)",
+    )
+    from featstore.extract.config import FORMATS as JOB_FORMATS
+
+    gc.add_argument("--format", default="auto", choices=JOB_FORMATS, help="annotation format of --dataset")
+    gc.add_argument("--annotation", help="annotation file of --dataset when detection is ambiguous")
+    gc.add_argument("--dry-run", action="store_true", help="say what would be removed and about how many bytes freed")
+    gc.add_argument("--json", action="store_true", help="print the report as JSON")
+    gc.set_defaults(func=cmd_gc)
     return p
 
 

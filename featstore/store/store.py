@@ -114,6 +114,11 @@ class FeatureStore:
         try:
             group = zarr.open_group(url, mode=mode, storage_options=storage_options, zarr_format=3)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as e:
+            if "://" not in url and Path(url + ".gc-new").exists():
+                raise StoreError(
+                    f"no featstore at {url}: a `featstore gc` was interrupted while switching in the compacted "
+                    f"store ({url}.gc-new); run `featstore gc {url}` again to finish it"
+                ) from None
             raise StoreError(f"no featstore at {url}: {e}") from None
         return cls(group, url)
 
@@ -256,6 +261,8 @@ class FeatureStore:
         if unit < 1 or unit & (unit - 1):
             raise ValueError(f"unit_size {unit_size!r} must be a positive power of two")
         specs = self._group[SPECS_GROUP]
+        if spec.key in (self._group.attrs.get("gc_removing") or ()):
+            raise StoreError(f"spec {spec.key} is being removed by an interrupted gc; run `featstore gc` again first")
         if spec.key in specs:
             feat = self._feature_by_key(spec.key)
             if unit_size is not None and feat.unit_size != unit:
@@ -296,8 +303,11 @@ class FeatureStore:
         return self._features[key]
 
     def features(self) -> list[FeatureArray]:
-        """Every spec's feature array, sorted by group key."""
-        return [self._feature_by_key(k) for k in sorted(self._group[SPECS_GROUP].group_keys())]
+        """Every spec's feature array, sorted by group key (groups an interrupted gc
+        was removing are left out: they may be half deleted)."""
+        removing = set(self._group.attrs.get("gc_removing") or ())
+        keys = sorted(k for k in self._group[SPECS_GROUP].group_keys() if k not in removing)
+        return [self._feature_by_key(k) for k in keys]
 
     def feature(self, name_or_id: str) -> FeatureArray:
         """A spec's features by name, id or ``name-id`` key.
