@@ -26,16 +26,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from featstore.errors import StoreError
-from featstore.media.clip import ClipInputs
 from featstore.spec import FeatureSpec
 from featstore.store import FeatureStore
 from featstore.store.index import hash_row
 from featstore.store.layout import FAILED, OK, PENDING, default_unit_size
+
+if TYPE_CHECKING:  # the planner itself needs no media code (keeps `featstore plan` and resume light)
+    from featstore.media.clip import ClipInputs
 
 __all__ = [
     "REASONS",

@@ -10,7 +10,7 @@ import zarr
 from featstore.errors import CorruptChunkError, StoreError
 from featstore.faults import maybe_fault
 from featstore.spec import FeatureSpec
-from featstore.store.chunks import chunk_decodes, chunk_exists, drop_chunk
+from featstore.store.chunks import chunk_decodes, chunk_exists, drop_chunk, read_whole_local
 from featstore.store.index import SampleIndex
 from featstore.store.layout import (
     ARRAY_CONFIG,
@@ -224,6 +224,10 @@ class FeatureArray:
             CorruptChunkError: naming the store, spec, unit, array and the repair
                 command when a chunk in the range does not read back.
         """
+        if start == 0 and stop is None:
+            whole = read_whole_local(self._arrays[name])  # fast path; None: let zarr read (and name errors)
+            if whole is not None:
+                return whole
         try:
             return self._arrays[name][start:stop]
         except Exception as e:  # a corrupt chunk raises whatever its codec raises

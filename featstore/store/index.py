@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import zarr
 
-from featstore.store.layout import HASH_BYTES, ID_BYTES, decode_text, encode_text
+from featstore.store.layout import HASH_BYTES, ID_BYTES, encode_text
 
 __all__ = ["SampleIndex", "check_sample_id", "hash_row"]
 
@@ -48,7 +48,9 @@ class SampleIndex:
 
     def reload(self) -> None:
         """Read the index again (after another handle appended or changed it)."""
-        self.sample_ids: list[str] = [decode_text(r) for r in self._ids_arr[:]]
+        # Viewed as fixed-width bytes, numpy drops the zero padding (ids hold no NUL).
+        raw = np.ascontiguousarray(self._ids_arr[:]).view(f"S{ID_BYTES}").ravel()
+        self.sample_ids: list[str] = [b.decode("utf-8") for b in raw.tolist()]
         self._hashes: np.ndarray = self._hash_arr[:]
         self._pos = {sid: i for i, sid in enumerate(self.sample_ids)}
 
