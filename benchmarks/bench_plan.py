@@ -170,13 +170,17 @@ def main() -> int:
             if "open_plus_plan_s" in z:
                 row["speedup_vs_zarr_path"] = round(z["open_plus_plan_s"] / best["open_plus_plan_s"], 1)
         rows.append(row)
-    print(f"{'samples':>9} {'unit':>5} {'chunks':>8} {'open s':>7} {'plan s':>7} {'total s':>8} {'peak MB':>8} "
-          f"{'zarr s':>8}  goal <{GOAL_S:.0f} s, <{GOAL_MB} MB")
+    print(
+        f"{'samples':>9} {'unit':>5} {'chunks':>8} {'open s':>7} {'plan s':>7} {'total s':>8} {'peak MB':>8} "
+        f"{'zarr s':>8}  goal <{GOAL_S:.0f} s, <{GOAL_MB} MB"
+    )
     for r in rows:
         z = r.get("zarr_path", {})
         zs = z.get("open_plus_plan_s", f">{z['timed_out_s']}" if "timed_out_s" in z else "-")
-        print(f"{r['samples']:>9} {r['unit_size']:>5} {r['chunk_files_read']:>8} {r['open_s']:>7} {r['plan_s']:>7} "
-              f"{r['open_plus_plan_s']:>8} {r['peak_rss_mb']:>8} {zs!s:>8}  {'met' if r['meets_goal'] else 'NOT met'}")
+        print(
+            f"{r['samples']:>9} {r['unit_size']:>5} {r['chunk_files_read']:>8} {r['open_s']:>7} {r['plan_s']:>7} "
+            f"{r['open_plus_plan_s']:>8} {r['peak_rss_mb']:>8} {zs!s:>8}  {'met' if r['meets_goal'] else 'NOT met'}"
+        )
     result = {
         "benchmark": "bench_plan",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

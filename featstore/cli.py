@@ -253,7 +253,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
         f"({report.samples_before} -> {report.samples_after}); kept specs {', '.join(report.kept_specs) or 'none'}"
     )
     about = "about " if args.dry_run else ""
-    print(f"{'would free' if args.dry_run else 'freed'} {about}{report.bytes_freed} bytes ({report.bytes_before} -> {report.bytes_after})")
+    print(
+        f"{'would free' if args.dry_run else 'freed'} {about}{report.bytes_freed} bytes ({report.bytes_before} -> {report.bytes_after})"
+    )
     return 0
 
 

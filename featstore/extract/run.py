@@ -18,9 +18,9 @@ from featstore.extract.config import ExtractConfig
 from featstore.extract.console import Console, ProgressBar, ProgressCounter
 from featstore.extract.decode import decode_unit
 from featstore.extract.encode import TINY_DIR, EncodeStage, load_one_encoder, quiet_transformers
-from featstore.extract.specs import encoder_options
 from featstore.extract.plan import Plan, check_plan_matches_store, plan_extraction, plan_summary, unit_works
 from featstore.extract.sink import StoreSink
+from featstore.extract.specs import encoder_options
 from featstore.extract.summary import summarize
 from featstore.manifest import Manifest, load_manifest
 from featstore.media.clip import DecodeConfig

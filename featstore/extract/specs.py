@@ -88,7 +88,11 @@ def planned_specs(cfg: ExtractConfig, store: FeatureStore | None) -> dict[str, F
     overrides = cfg.overrides()
     return {
         slot: planned_spec(
-            slot, cfg.preset, overrides.get(slot), encoder_options(cfg, decode, slot), plan_device_type(cfg, store, slot)
+            slot,
+            cfg.preset,
+            overrides.get(slot),
+            encoder_options(cfg, decode, slot),
+            plan_device_type(cfg, store, slot),
         )
         for slot in cfg.slots()
     }

@@ -215,9 +215,7 @@ def _compact(store: FeatureStore, path: Path, kept: list[str], rows: np.ndarray)
     ids = store.sample_ids
     annotations = store.annotations()
     hashes = store.hash_rows()
-    new.add_samples(
-        [ids[i] for i in rows], [bytes(hashes[i]).hex() for i in rows], [annotations[i] for i in rows]
-    )
+    new.add_samples([ids[i] for i in rows], [bytes(hashes[i]).hex() for i in rows], [annotations[i] for i in rows])
     maybe_fault("gc.after_index")
     for key in kept:
         old_feat = store.feature(key)

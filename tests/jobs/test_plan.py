@@ -66,7 +66,10 @@ def test_plan_lists_what_the_run_executes(tmp_path, capsys):
     shutil.copy(clips / "demo_0003.mp4", clips / "demo_0002.mp4")  # edited: other (valid) bytes
     shutil.copy(clips / "demo_0000.mp4", clips / "new_0004.mp4")
     (clips / "bad_0005.mp4").write_text("not a video\n")
-    add_rows(data, [["new_0004", "clips/new_0004.mp4", "", "hi", "happy"], ["bad_0005", "clips/bad_0005.mp4", "", "x", "sad"]])
+    add_rows(
+        data,
+        [["new_0004", "clips/new_0004.mp4", "", "hi", "happy"], ["bad_0005", "clips/bad_0005.mp4", "", "x", "sad"]],
+    )
     p = plan(capsys, store, data)
     assert p["new_samples"] == 2 and p["edited_samples"] == 1
     for slot in SLOTS:

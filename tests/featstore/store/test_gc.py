@@ -119,7 +119,8 @@ def test_gc_removes_specs_and_departed_samples(base, tmp_path, capsys):
     # Annotations moved with their samples.
     s = FeatureStore.open(store)
     assert [a["transcript"] for a in s.annotations()] == [
-        a["transcript"] for sid, a in zip(FeatureStore.open(src).sample_ids, FeatureStore.open(src).annotations())
+        a["transcript"]
+        for sid, a in zip(FeatureStore.open(src).sample_ids, FeatureStore.open(src).annotations())
         if sid not in LEFT
     ]
     # Nothing left to do: a second gc removes nothing and changes no feature byte.
@@ -178,7 +179,9 @@ def test_gc_killed_during_compaction_then_rerun(base, tmp_path, fault):
         got = fingerprints(store, {k for k, _ in want})
         assert got in (whole, want)
     else:
-        r = subprocess.run([sys.executable, "-m", "featstore.cli", "verify", str(store)], capture_output=True, text=True)
+        r = subprocess.run(
+            [sys.executable, "-m", "featstore.cli", "verify", str(store)], capture_output=True, text=True
+        )
         assert r.returncode == 2 and "run `featstore gc" in r.stderr
     proc = run_gc(gc_args(store, data))
     assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
