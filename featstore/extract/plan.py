@@ -278,7 +278,10 @@ def plan_extraction(
             done = int((free & (raw == OK)).sum())
         todo_rows = np.flatnonzero(reason >= 0)
         counts = np.bincount(reason[todo_rows], minlength=len(REASONS))
-        others = [f for f in existing if f.spec.id != spec.id]
+        # Same-name specs with another id; extracted ones first, as the likelier predecessor.
+        others = sorted(
+            (f for f in existing if f.spec.id != spec.id), key=lambda f: bool(f.spec.preprocess.get("imported"))
+        )
         plans[slot] = SpecPlan(
             slot=slot,
             spec=spec,
