@@ -387,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Remove every spec not named in --keep and, with --dataset, the rows of samples the "
         "dataset no longer has (the index is compacted: the kept specs are copied beside the store and "
         "switched in by a rename). Kept features of samples that stay keep their exact bytes. Safe to "
-        "kill at any point: run it again to finish (or discard) what was interrupted. Local stores only.",
+        "kill at any point: run it again to finish (or discard) what was interrupted. Local stores only; "
+        "run it while no extraction job writes the store.",
     )
     gc.add_argument("store", help="store location: a local path")
     gc.add_argument(

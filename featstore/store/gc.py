@@ -23,7 +23,8 @@ by steps that are atomic on their own or marked before they start:
   clean-up is left.
 
 Compaction rewrites every kept spec, so it costs a copy of the kept bytes; it
-needs a local store (the switch is a directory rename). The bytes of a kept
+needs a local store (the switch is a directory rename). Like ``verify --repair``,
+run it while no extraction job writes the store. The bytes of a kept
 feature for a sample that stays never change: rows are copied, not recomputed.
 """
 
