@@ -62,11 +62,20 @@ class ExtractConfig:
         None, "GPUs per encoder actor (fractions share a GPU); default: 1 if the cluster has GPUs, else 0 (CPU)"
     )
     cpus_per_actor: float = _opt(
-        0.25,
-        "CPUs reserved per encoder actor: small, so decode tasks keep the CPUs "
-        "(an actor that reserves a whole CPU can starve decoding and hang)",
+        0.01,
+        "CPUs reserved per encoder actor: tiny, so decode tasks keep the CPUs (an actor "
+        "that reserves a whole CPU can starve decoding and hang; a GPU actor's host work is small)",
     )
-    decode_cpus: float = _opt(1.0, "CPUs per decode task")
+    decode_cpus: float = _opt(
+        0.9,
+        "CPUs per decode task: a little under 1, so one decode task a CPU still leaves room "
+        "for the actors' and write tasks' small reservations",
+    )
+    write_cpus: float = _opt(
+        0.05,
+        "CPUs per write task (one a unit, committing it as soon as it is encoded): small, "
+        "so that writes are never queued behind decoding",
+    )
     batch_size: int = _opt(1, "clips per forward pass of the vision encoders (audio always runs one clip at a time)")
     unit_size: int = _opt(
         16,
@@ -115,8 +124,11 @@ class ExtractConfig:
             raise ValueError(f"--limit {self.limit} must be at least 1")
         if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
             raise ValueError(f"--gpus-per-actor {self.gpus_per_actor} must be >= 0")
-        if self.cpus_per_actor < 0 or self.decode_cpus <= 0 or self.decode_timeout <= 0:
-            raise ValueError("--cpus-per-actor must be >= 0, --decode-cpus and --decode-timeout > 0")
+        if self.cpus_per_actor < 0 or self.decode_cpus <= 0 or self.write_cpus <= 0 or self.decode_timeout <= 0:
+            raise ValueError(
+                f"--cpus-per-actor {self.cpus_per_actor} must be >= 0; --decode-cpus {self.decode_cpus}, "
+                f"--write-cpus {self.write_cpus} and --decode-timeout {self.decode_timeout} must be > 0"
+            )
         self.checkpoint = list(self.checkpoint or ())
         self.overrides()  # validates SLOT=SOURCE
 
