@@ -76,6 +76,12 @@ class ExtractConfig:
         "CPUs per write task (one a unit, committing it as soon as it is encoded): small, "
         "so that writes are never queued behind decoding",
     )
+    write_tasks: int = _opt(
+        2,
+        "most write tasks running at once; their worker processes are reused from unit to unit "
+        "(without a cap, tiny CPU requests let Ray start a new worker for every unit that arrives "
+        "while the others still import)",
+    )
     batch_size: int = _opt(1, "clips per forward pass of the vision encoders (audio always runs one clip at a time)")
     unit_size: int = _opt(
         16,
@@ -117,7 +123,7 @@ class ExtractConfig:
             raise ValueError(f"--encoders {self.encoders!r}: unknown slots {bad}; choose from {list(SLOTS)}")
         if self.unit_size < 1 or self.unit_size & (self.unit_size - 1):
             raise ValueError(f"--unit-size {self.unit_size} must be a power of two")
-        for name in ("actors", "batch_size", "local_frames"):
+        for name in ("actors", "batch_size", "local_frames", "write_tasks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)} must be at least 1")
         if self.limit is not None and self.limit < 1:

@@ -161,11 +161,12 @@ def commit_units(ds: ray.data.Dataset, sink: StoreSink, cfg: ExtractConfig) -> l
     """Write each unit into the store as soon as it is encoded, and return the units' records.
 
     One small write task a unit (``write_cpus`` CPUs, so that it is never queued
-    behind decoding) commits it; the driver only pulls the tiny rows that say so.
+    behind decoding; at most ``write_tasks`` at once) commits it; the driver only
+    pulls the tiny rows that say so.
     Write tasks are retried like any Ray Data task, and a rewrite of a unit
     changes nothing, so a unit is committed exactly once.
     """
-    written = ds.map_batches(sink.commit_batch, batch_size=1, num_cpus=cfg.write_cpus)
+    written = ds.map_batches(sink.commit_batch, batch_size=1, num_cpus=cfg.write_cpus, concurrency=cfg.write_tasks)
     sink.stats = [json.loads(row["stats"]) for row in written.iter_rows()]
     return sink.stats
 

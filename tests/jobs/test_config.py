@@ -29,6 +29,7 @@ def test_help_explains_every_option():
         (["--checkpoint", "video=/x"], "'video=/x'"),
         (["--limit", "0"], "--limit 0"),
         (["--write-cpus", "0"], "--write-cpus 0"),
+        (["--write-tasks", "0"], "--write-tasks 0"),
         (["--cpus-per-actor", "-1"], "--cpus-per-actor -1"),
     ],
 )
