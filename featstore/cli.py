@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from featstore.errors import FeatstoreError
+from featstore.errors import FeatstoreError, StoreError
 from featstore.store import FeatureStore
 from featstore.store.chunks import chunk_exists
 from featstore.store.repair import repair_store
@@ -143,6 +143,123 @@ def cmd_export_wds(args: argparse.Namespace) -> int:
     return 0
 
 
+# ExtractConfig options that decide what a run computes (the spec ids and the samples).
+PLAN_OPTIONS = (
+    "format",
+    "annotation",
+    "preset",
+    "encoders",
+    "checkpoint",
+    "batch_size",
+    "unit_size",
+    "global_frame",
+    "local_frames",
+    "decode_timeout",
+    "limit",
+    "retry_failed",
+    "gpus_per_actor",
+)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from featstore.extract.config import ExtractConfig
+    from featstore.extract.plan import plan_extraction
+    from featstore.extract.run import job_manifest
+    from featstore.extract.specs import planned_specs
+
+    try:
+        cfg = ExtractConfig(dataset=args.dataset, store=args.store, **{k: getattr(args, k) for k in PLAN_OPTIONS})
+    except ValueError as e:
+        print(f"featstore plan: {e}", file=sys.stderr)
+        return 2
+    manifest = job_manifest(cfg)
+    try:
+        store: FeatureStore | None = FeatureStore.open(args.store)
+    except StoreError:
+        store = None  # a first run creates it
+    specs = planned_specs(cfg, store)
+    plan = plan_extraction(store, specs, manifest, cfg.retry_failed, cfg.unit_size, store_url=args.store)
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2))
+    else:
+        print("\n".join(plan.lines()))
+    return 0
+
+
+def cmd_import_npy(args: argparse.Namespace) -> int:
+    from featstore.manifest import load_manifest
+    from featstore.npy import import_npy, parse_folder_args
+
+    try:
+        folders = parse_folder_args(args.folder)
+    except ValueError as e:
+        print(f"featstore import-npy: {e}", file=sys.stderr)
+        return 2
+    manifest = load_manifest(args.dataset, args.format, annotation=args.annotation)
+    store = FeatureStore.open_or_create(args.store)
+    store.add_manifest(manifest)
+    reports = import_npy(store, args.dataset, folders, unit_size=args.unit_size)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in reports], indent=2))
+        return 0
+    for p in manifest.problems:
+        print(f"not in store: {p.sample_id}: {p.error}")
+    for r in reports:
+        for f in r.failures:
+            print(f"failed {f['sample_id']}: {f['reason']}")
+        print(f"{r.folder} -> spec {r.spec.key}: {r.imported} imported, {len(r.failures)} failure record(s)")
+    return 0
+
+
+def cmd_export_npy(args: argparse.Namespace) -> int:
+    from featstore.npy import export_npy
+
+    try:
+        report = export_npy(FeatureStore.open(args.store), args.out, args.spec or None, shape=args.shape)
+    except (KeyError, ValueError) as e:
+        print(f"featstore export-npy: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    for row in report.left_out:
+        print(f"left out {row['sample_id']} ({row['spec']}): {row['reason']}")
+    for folder, info in report.folders.items():
+        print(f"{args.out.rstrip('/')}/{folder}: {info['files']} files of {info['shape']} from spec {info['spec']}")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from featstore.store.gc import gc_store
+
+    ids = None
+    if args.dataset:
+        from featstore.manifest import load_manifest
+
+        manifest = load_manifest(args.dataset, args.format, annotation=args.annotation, hash_media=False)
+        ids = [s.sample_id for s in manifest.samples]
+    keep = [k for k in args.keep.split(",") if k] if args.keep is not None else None
+    try:
+        report = gc_store(args.store, keep=keep, dataset_ids=ids, dry_run=args.dry_run)
+    except KeyError as e:
+        print(f"featstore gc: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for line in report.recovered:
+        print(f"interrupted gc: {line}")
+    for key in report.removed_specs:
+        print(f"{verb} spec {key}")
+    print(
+        f"{verb} {len(report.removed_samples)} sample(s) that left the dataset "
+        f"({report.samples_before} -> {report.samples_after}); kept specs {', '.join(report.kept_specs) or 'none'}"
+    )
+    about = "about " if args.dry_run else ""
+    print(
+        f"{'would free' if args.dry_run else 'freed'} {about}{report.bytes_freed} bytes ({report.bytes_before} -> {report.bytes_after})"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="featstore",
@@ -195,6 +312,109 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--prefix", help="shard name prefix (default: the split, else 'shard')")
     export.set_defaults(func=cmd_export_wds)
+
+    from featstore.extract.config import add_config_options
+
+    plan = sub.add_parser(
+        "plan",
+        help="what an extraction run would compute, per spec, and why; runs no encoder",
+        description="Say, per encoder slot, how many samples are done and how many an extraction "
+        "run with the same options would compute, and why: new clip, edited clip (media hash "
+        "changed), new spec id (encoder weights or a preprocessing parameter changed; the "
+        "difference is named), failed and --retry-failed, or not computed yet. Spec ids are "
+        "computed by loading each checkpoint on the CPU to fingerprint its weights; no "
+        "encoder runs. The device type in the spec is the one the job's actors would use: "
+        "cuda with --gpus-per-actor > 0, cpu with 0, else that of the store's spec of the same "
+        "name, else this machine's. The extraction job runs the same planning code.",
+    )
+    plan.add_argument("store", help=store_help + " (need not exist yet)")
+    plan.add_argument("--dataset", required=True, help="dataset root folder (as jobs/extract.py --dataset)")
+    add_config_options(plan, PLAN_OPTIONS)
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON (per spec: counts, reasons, units)")
+    plan.set_defaults(func=cmd_plan)
+
+    imp = sub.add_parser(
+        "import-npy",
+        help="import original Emotion-LLaMA feature folders (one .npy per clip) as imported specs",
+        description="Read DATASET/FOLDER/<sample_id>.npy for every sample of the dataset into a spec named "
+        "SPEC_NAME whose provenance says it was imported (encoder and preprocessing unknown; folder name "
+        "and file hashes recorded). Files are never unpickled; each must be float16/float32 of shape [D] "
+        "or [1, D]. A missing or malformed file gives that sample a failure record (see `featstore failures`).",
+    )
+    imp.add_argument("store", help=store_help + " (created if missing)")
+    imp.add_argument("--dataset", required=True, help="dataset root folder; the feature folders are inside it")
+    imp.add_argument(
+        "--folder",
+        action="append",
+        default=[],
+        required=True,
+        metavar="FOLDER=SPEC_NAME",
+        help="a feature folder relative to the dataset root and the spec name it becomes, e.g. "
+        "mae_340_UTT=local, maeV_399_UTT=temporal, HL-UTT=audio (repeatable)",
+    )
+    from featstore.extract.config import FORMATS
+
+    imp.add_argument("--format", default="auto", choices=FORMATS, help="annotation format (default: auto)")
+    imp.add_argument("--annotation", help="annotation file (relative to the dataset root) when detection is ambiguous")
+    imp.add_argument("--unit-size", type=int, help="samples per unit of the new specs (default: from the shape)")
+    imp.add_argument("--json", action="store_true", help="print one JSON report per folder")
+    imp.set_defaults(func=cmd_import_npy)
+
+    exp = sub.add_parser(
+        "export-npy",
+        help="write the original Emotion-LLaMA layout (OUT/mae_340_UTT/<id>.npy, ...) from committed samples",
+        description="Write OUT/<folder>/<sample_id>.npy, the layout the original training code reads "
+        "beside its annotation file (FeatureFaceDataset.get in first_face.py): local -> mae_340_UTT, "
+        "temporal -> maeV_399_UTT, audio -> HL-UTT. Only committed samples are written; the others are "
+        "listed with why. Values and dtype are the stored ones.",
+    )
+    exp.add_argument("store", help=store_help)
+    exp.add_argument("out", help="output folder (a local path)")
+    exp.add_argument(
+        "--spec",
+        action="append",
+        default=[],
+        metavar="SPEC[=FOLDER]",
+        help="a spec (name, id or name-id) to export, optionally into FOLDER (repeatable; default: the "
+        "store's local, temporal and audio specs into their original folders)",
+    )
+    exp.add_argument(
+        "--shape",
+        choices=("as-imported", "flat", "row"),
+        default="as-imported",
+        help="array shape of each file: flat [D], row [1, D], or as-imported (the files' shape when the "
+        "spec was imported, else [D]) (default: as-imported)",
+    )
+    exp.set_defaults(func=cmd_export_npy)
+
+    gc = sub.add_parser(
+        "gc",
+        help="remove spec groups not kept and rows of samples that left the dataset; report bytes freed",
+        description="Remove every spec not named in --keep and, with --dataset, the rows of samples the "
+        "dataset no longer has (the index is compacted: the kept specs are copied beside the store and "
+        "switched in by a rename). Kept features of samples that stay keep their exact bytes. Safe to "
+        "kill at any point: run it again to finish (or discard) what was interrupted. Local stores only; "
+        "run it while no extraction job writes the store.",
+    )
+    gc.add_argument("store", help="store location: a local path")
+    gc.add_argument(
+        "--keep",
+        metavar="SPEC,...",
+        help="comma-separated specs to keep (names, ids or name-id keys); every other spec is removed "
+        "(default: keep every spec)",
+    )
+    gc.add_argument(
+        "--dataset",
+        help="dataset root: store samples not in its manifest are removed (default: remove no sample; "
+        "the store does not record which samples left)",
+    )
+    from featstore.extract.config import FORMATS as JOB_FORMATS
+
+    gc.add_argument("--format", default="auto", choices=JOB_FORMATS, help="annotation format of --dataset")
+    gc.add_argument("--annotation", help="annotation file of --dataset when detection is ambiguous")
+    gc.add_argument("--dry-run", action="store_true", help="say what would be removed and about how many bytes freed")
+    gc.add_argument("--json", action="store_true", help="print the report as JSON")
+    gc.set_defaults(func=cmd_gc)
     return p
 
 

@@ -7,7 +7,17 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-__all__ = ["DFEW_LABELS", "FORMATS", "INPUT_KEY", "MER2023_LABELS", "MERR_LABELS", "PRESETS", "SLOTS", "VISUAL_SLOTS"]
+__all__ = [
+    "DFEW_LABELS",
+    "FORMATS",
+    "INPUT_KEY",
+    "MANIFEST_STAGE",
+    "MER2023_LABELS",
+    "MERR_LABELS",
+    "PRESETS",
+    "SLOTS",
+    "VISUAL_SLOTS",
+]
 
 # Emotion-LLaMA's four frozen encoders, in the order their tokens enter the LLM
 # after the global patch tokens (DESIGN.md).
@@ -15,6 +25,9 @@ SLOTS = ("global", "local", "temporal", "audio")
 VISUAL_SLOTS = ("global", "local", "temporal")
 # Slot -> the key of its decoded input in a batch (see featstore.encoders).
 INPUT_KEY = MappingProxyType({"global": "frame", "local": "faces", "temporal": "face_frames", "audio": "audio"})
+
+# Failure stage of a sample whose media the manifest found missing, unsafe or unreadable.
+MANIFEST_STAGE = "manifest"
 
 # "emotion-llama": the published checkpoints; "tiny": the same classes, small and random (CPU, tests, demo).
 PRESETS = ("tiny", "emotion-llama")

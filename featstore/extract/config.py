@@ -162,10 +162,12 @@ class ExtractConfig:
         return {k: v for k, v in self.to_dict().items() if k in SAVED_FIELDS}
 
 
-def build_parser(description: str = "") -> argparse.ArgumentParser:
-    """An argparse parser with one option per ExtractConfig field."""
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_config_options(p: argparse.ArgumentParser, names: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """Add one option per ExtractConfig field (only ``names``, when given) to ``p``,
+    with the field's help and default, so other commands reuse the job's options."""
     for f in dataclasses.fields(ExtractConfig):
+        if names is not None and f.name not in names:
+            continue
         flag = "--" + f.name.replace("_", "-")
         kw = {"help": f.metadata["help"] + (f" (default: {f.default})" if f.default not in (None, ()) else "")}
         if isinstance(f.default, bool):
@@ -178,6 +180,12 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         caster = float if t.startswith("float") else int if t.startswith("int") else str
         p.add_argument(flag, type=caster, default=f.default, choices=f.metadata.get("choices"), **kw)
     return p
+
+
+def build_parser(description: str = "") -> argparse.ArgumentParser:
+    """An argparse parser with one option per ExtractConfig field."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return add_config_options(p)
 
 
 def parse_config(argv: Sequence[str] | None = None, description: str = "") -> ExtractConfig:

@@ -13,13 +13,14 @@ from typing import Any
 
 import ray
 
-from featstore.errors import StorageAccessError
+from featstore.errors import StorageAccessError, StoreError
 from featstore.extract.config import ExtractConfig
 from featstore.extract.console import Console, ProgressBar, ProgressCounter
 from featstore.extract.decode import decode_unit
 from featstore.extract.encode import TINY_DIR, EncodeStage, load_one_encoder, quiet_transformers
-from featstore.extract.plan import unit_works
+from featstore.extract.plan import Plan, check_plan_matches_store, plan_extraction, plan_summary, unit_works
 from featstore.extract.sink import StoreSink
+from featstore.extract.specs import encoder_options
 from featstore.extract.summary import summarize
 from featstore.manifest import Manifest, load_manifest
 from featstore.media.clip import DecodeConfig
@@ -53,6 +54,7 @@ class Prepared:
     manifest: Manifest
     keys: dict[str, str]
     gpus_per_actor: float
+    plan: Plan
 
 
 def resolve_dataset(cfg: ExtractConfig) -> Path:
@@ -65,13 +67,6 @@ def resolve_dataset(cfg: ExtractConfig) -> Path:
     if not (root / "manifest.csv").exists():
         make_demo_dataset(root, progress=log.info)
     return root
-
-
-def encoder_options(cfg: ExtractConfig, decode: DecodeConfig, slot: str) -> dict[str, Any]:
-    opts: dict[str, Any] = {"upstream": decode.upstream(slot)}
-    if slot != "audio":
-        opts["clips_per_forward"] = cfg.batch_size
-    return opts
 
 
 def spec_of(slot: str, preset: str, source: str | None, options: dict[str, Any]) -> dict[str, Any]:
@@ -87,25 +82,33 @@ def spec_of(slot: str, preset: str, source: str | None, options: dict[str, Any])
 _spec_task = ray.remote(max_retries=TASK_RETRIES)(spec_of)
 
 
-def prepare(cfg: ExtractConfig, decode: DecodeConfig) -> Prepared:
-    """Coordinator work: manifest into the store, one spec group per encoder, stale temp files removed."""
+def job_manifest(cfg: ExtractConfig) -> Manifest:
+    """The manifest a job config names (the demo dataset's MERR JSON when none is given), cut to --limit."""
     root = resolve_dataset(cfg)
     # The demo dataset has several annotation files; its MERR JSON is the richest.
     fmt = "merr" if cfg.dataset is None and cfg.format == "auto" else cfg.format
     manifest = load_manifest(root, fmt, annotation=cfg.annotation)
     if cfg.limit is not None:
         manifest = dataclasses.replace(manifest, samples=manifest.samples[: cfg.limit])
-    store = FeatureStore.open_or_create(cfg.store or str(Path(cfg.work_dir) / "store.zarr"))
-    store.cleanup_partials()  # no writer runs yet: leftovers are from killed runs
-    added = store.add_manifest(manifest)
-    log.info(
-        "manifest %s: %d samples, %d unusable; store %s: %s",
-        root,
-        len(manifest),
-        len(manifest.problems),
-        store.url,
-        added,
-    )
+    return manifest
+
+
+def store_url(cfg: ExtractConfig) -> str:
+    return cfg.store or str(Path(cfg.work_dir) / "store.zarr")
+
+
+def prepare(cfg: ExtractConfig, decode: DecodeConfig) -> Prepared:
+    """Coordinator work: the plan (``plan_extraction``, the code ``featstore plan``
+    runs), then the manifest into the store, one spec group per encoder, stale
+    temp files removed, and a check that the store's pending units are the plan's."""
+    manifest = job_manifest(cfg)
+    url = store_url(cfg)
+    try:
+        before: FeatureStore | None = FeatureStore.open(url)
+    except StorageAccessError:
+        raise
+    except StoreError:  # no store there yet
+        before = None
     gpus = cfg.gpus_per_actor
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
@@ -116,12 +119,23 @@ def prepare(cfg: ExtractConfig, decode: DecodeConfig) -> Prepared:
     refs = {
         slot: make(slot, cfg.preset, overrides.get(slot), encoder_options(cfg, decode, slot)) for slot in cfg.slots()
     }
-    keys = {}
-    for slot, ref in refs.items():
-        spec = FeatureSpec.from_dict(ray.get(ref) if gpus else ref)
-        keys[slot] = store.add_spec(spec, unit_size=cfg.unit_size).spec.key
+    specs = {slot: FeatureSpec.from_dict(ray.get(ref) if gpus else ref) for slot, ref in refs.items()}
+    plan = plan_extraction(before, specs, manifest, cfg.retry_failed, cfg.unit_size, store_url=url)
+    store = FeatureStore.open(url, "r+") if before is not None else FeatureStore.create(url)
+    store.cleanup_partials()  # no writer runs yet: leftovers are from killed runs
+    added = store.add_manifest(manifest)
+    log.info(
+        "manifest %s: %d samples, %d unusable; store %s: %s",
+        manifest.root,
+        len(manifest),
+        len(manifest.problems),
+        store.url,
+        added,
+    )
+    keys = {slot: store.add_spec(spec, unit_size=cfg.unit_size).spec.key for slot, spec in specs.items()}
     store.set_attr("extract_config", cfg.saved())
-    return Prepared(store, manifest, keys, gpus)
+    check_plan_matches_store(plan, store, keys)
+    return Prepared(store, manifest, keys, gpus, plan)
 
 
 def build_dataset(cfg: ExtractConfig, decode: DecodeConfig, prep: Prepared, works: list) -> ray.data.Dataset:
@@ -191,7 +205,9 @@ def run_extract(cfg: ExtractConfig, console: Console | None = None) -> dict[str,
     if console is not None:
         console.move_log(Path(ctx.address_info["session_dir"]) / "logs")
     prep = prepare(cfg, decode)
-    works = unit_works(prep.store, prep.keys, cfg.retry_failed)
+    works = unit_works(prep.store, prep.plan)
+    for line in prep.plan.lines():
+        log.info("plan: %s", line)
     log.info(
         "%d pending unit(s) of %d samples; encoders %s, %d actor(s) each, %s GPU(s) per actor",
         len(works),
@@ -210,6 +226,7 @@ def run_extract(cfg: ExtractConfig, console: Console | None = None) -> dict[str,
         ):
             commit_units(build_dataset(cfg, decode, prep, works), sink, cfg)
     summary = summarize(FeatureStore.open(prep.store.url), prep, sink.stats, time.perf_counter() - t0)
+    summary["plan"] = plan_summary(prep.plan)
     if cfg.export_wds or (cfg.export_wds is None and not cfg.dataset):
         from featstore.shards.export import export_wds
 

@@ -25,6 +25,7 @@ def summarize(store: FeatureStore, prep: Any, stats: list[dict], wall: float) ->
         "store": store.url,
         "samples": store.num_samples,
         "units_run": len(stats),
+        "units": {slot: sorted(s["unit"] for s in stats if slot in s["slots"]) for slot in prep.keys},
         "clips_run": clips,
         # In the store as failures (stage manifest), or "kept": committed before the media went missing.
         "manifest_problems": [

@@ -16,11 +16,8 @@ from featstore.media.audio import AudioDecodeConfig, decode_audio
 from featstore.media.common import DEFAULT_TIMEOUT_S
 from featstore.media.faces import FaceCropConfig, crop_faces
 from featstore.media.video import FramePolicy, decode_video_policies
-from featstore.names import INPUT_KEY, VISUAL_SLOTS
+from featstore.names import INPUT_KEY, MANIFEST_STAGE, VISUAL_SLOTS
 from featstore.paths import resolve
-
-# Failure stage of a sample whose media the manifest found missing, unsafe or unreadable.
-MANIFEST_STAGE = "manifest"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import zarr
 from featstore.errors import CorruptChunkError, StoreError
 from featstore.faults import maybe_fault
 from featstore.spec import FeatureSpec
-from featstore.store.chunks import chunk_decodes, chunk_exists, drop_chunk
+from featstore.store.chunks import chunk_decodes, chunk_exists, drop_chunk, read_whole_local
 from featstore.store.index import SampleIndex
 from featstore.store.layout import (
     ARRAY_CONFIG,
@@ -79,6 +79,17 @@ class FeatureArray:
         for arr in self._arrays.values():
             arr.resize((num_samples, *arr.shape[1:]))
 
+    @property
+    def attrs(self) -> dict:
+        """The spec group's attributes (spec, unit size, codec, and e.g. ``import`` provenance)."""
+        return dict(self._group.attrs)
+
+    def set_attr(self, key: str, value: object) -> None:
+        """Record metadata on the spec group (coordinator only); the layout keys are reserved."""
+        if key in ("spec", "spec_id", "unit_size", "codec"):
+            raise ValueError(f"spec group attribute {key!r} is reserved")
+        self._group.attrs[key] = value
+
     # ---- state ------------------------------------------------------------
     def status(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Effective status of rows ``[start, stop)``: a committed sample whose input
@@ -87,15 +98,28 @@ class FeatureArray:
         Raises:
             StoreError: when samples were appended through another store handle.
         """
+        self._check_rows()
+        status = self._read("status", start, stop).astype(np.int8)
+        stale = np.any(self._read("media_hash", start, stop) != self._index.hash_rows(start, stop), axis=1)
+        status[stale & (status != PENDING)] = PENDING
+        return status
+
+    def raw_status(self) -> np.ndarray:
+        """Commit flags of every row as written (PENDING/OK/FAILED), stale or not."""
+        self._check_rows()
+        return self._read("status").astype(np.int8)
+
+    def stale_rows(self) -> np.ndarray:
+        """Bool per row: the hash the feature was computed from differs from the index's."""
+        self._check_rows()
+        return np.any(self._read("media_hash") != self._index.hash_rows(), axis=1)
+
+    def _check_rows(self) -> None:
         if self._arrays["status"].shape[0] != len(self._index):
             raise StoreError(
                 f"spec {self.spec.name!r} has {self._arrays['status'].shape[0]} rows but the index has "
                 f"{len(self._index)}: samples were added through another handle; reopen the store"
             )
-        status = self._read("status", start, stop).astype(np.int8)
-        stale = np.any(self._read("media_hash", start, stop) != self._index.hash_rows(start, stop), axis=1)
-        status[stale & (status != PENDING)] = PENDING
-        return status
 
     def counts(self) -> dict[str, int]:
         """Samples committed, failed and pending."""
@@ -204,6 +228,10 @@ class FeatureArray:
             CorruptChunkError: naming the store, spec, unit, array and the repair
                 command when a chunk in the range does not read back.
         """
+        if start == 0 and stop is None:
+            whole = read_whole_local(self._arrays[name])  # fast path; None: let zarr read (and name errors)
+            if whole is not None:
+                return whole
         try:
             return self._arrays[name][start:stop]
         except Exception as e:  # a corrupt chunk raises whatever its codec raises

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import zarr
 
-from featstore.store.layout import HASH_BYTES, ID_BYTES, decode_text, encode_text
+from featstore.store.layout import HASH_BYTES, ID_BYTES, INDEX_CHUNK, encode_text
 
 __all__ = ["SampleIndex", "check_sample_id", "hash_row"]
 
@@ -48,9 +48,21 @@ class SampleIndex:
 
     def reload(self) -> None:
         """Read the index again (after another handle appended or changed it)."""
-        self.sample_ids: list[str] = [decode_text(r) for r in self._ids_arr[:]]
+        # Read in blocks (a million ids are 128 MB as rows) and viewed as
+        # fixed-width bytes, which drops the zero padding (ids hold no NUL).
+        n, step = self._ids_arr.shape[0], INDEX_CHUNK * 16
+        self.sample_ids: list[str] = []
+        for a in range(0, n, step):
+            raw = np.ascontiguousarray(self._ids_arr[a : a + step]).view(f"S{ID_BYTES}").ravel()
+            self.sample_ids.extend(b.decode("utf-8") for b in raw.tolist())
         self._hashes: np.ndarray = self._hash_arr[:]
-        self._pos = {sid: i for i, sid in enumerate(self.sample_ids)}
+        self._pos_map: dict[str, int] | None = None  # built on first lookup (a million ids take ~1 s)
+
+    @property
+    def _pos(self) -> dict[str, int]:
+        if self._pos_map is None:
+            self._pos_map = {sid: i for i, sid in enumerate(self.sample_ids)}
+        return self._pos_map
 
     def __len__(self) -> int:
         return len(self.sample_ids)

@@ -57,9 +57,20 @@ def resolve_specs(
     """
     if names is None:
         names = list(expect) if expect else [f.spec.key for f in store.features()]
-    feats = [store.feature(n) for n in names]
+    feats = [_pick(store, n, (expect or {}).get(n)) for n in names]
     check_expected({f.spec.name: f.spec.id for f in feats}, expect, store.url)
     return feats
+
+
+def _pick(store: FeatureStore, name: str, want: str | None) -> FeatureArray:
+    """The spec ``name`` (or id/key); when ``want`` names an id, the spec of that name and id,
+    so that a store holding two specs of one name (an extracted and an imported ``local``,
+    say) serves the one the caller's config names."""
+    if want is not None:
+        hits = [f for f in store.features() if name in (f.spec.name, f.spec.key) and f.spec.id == want]
+        if len(hits) == 1:
+            return hits[0]
+    return store.feature(name)
 
 
 def check_expected(have: Mapping[str, str], expect: Mapping[str, str] | None, where: str) -> None:

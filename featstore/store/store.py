@@ -124,6 +124,11 @@ class FeatureStore:
         try:
             group = zarr.open_group(url, mode=mode, storage_options=storage_options, zarr_format=3)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as e:
+            if "://" not in url and Path(url + ".gc-new").exists():
+                raise StoreError(
+                    f"no featstore at {url}: a `featstore gc` was interrupted while switching in the compacted "
+                    f"store ({url}.gc-new); run `featstore gc {url}` again to finish it"
+                ) from None
             # Object stores answer "not found" for a missing bucket too: say which it is.
             problem = probe_bucket(url, storage_options)
             if problem:
@@ -213,17 +218,14 @@ class FeatureStore:
             self._set_annotations(ids, annotations)
         return {"added": len(new_ids), "changed": changed, "unchanged": len(ids) - len(new_ids) - changed}
 
-    def add_manifest(self, manifest: Manifest) -> dict[str, int]:
-        """``add_samples`` for every sample of a manifest, with its annotation.
+    def manifest_hashes(self, manifest: Manifest) -> list[str]:
+        """The media hash each manifest sample gets in this store (``add_manifest``'s
+        rule, read-only; the planner uses it to predict what a run adds or edits).
 
         A sample whose media cannot be used (``Sample.error``: missing, outside the
-        root, unreadable) goes in with the media hash that marks its problem, so it
-        is pending until a run records its failure (stage ``manifest``), and
-        pending again once its media is in place. A sample already in the store
-        with a content hash keeps that hash when its media goes missing: the
-        features computed from those bytes stay (its annotation carries the error,
-        so a spec that still needs it records the failure, and the extraction job
-        retries that failure once the annotation has no error).
+        root, unreadable) gets the hash that marks its problem. A sample already in
+        the store with a content hash keeps that hash when its media goes missing:
+        the features computed from those bytes stay.
         """
         from featstore.manifest.hashing import is_problem_hash, problem_hash
 
@@ -236,8 +238,24 @@ class FeatureStore:
                 kept = self.index.media_hash(s.sample_id)
                 digest = digest if is_problem_hash(kept) else kept
             hashes.append(digest)
+        return hashes
+
+    def add_manifest(self, manifest: Manifest) -> dict[str, int]:
+        """``add_samples`` for every sample of a manifest, with its annotation.
+
+        A sample whose media cannot be used goes in with the media hash that marks
+        its problem (``manifest_hashes``), so it is pending until a run records its
+        failure (stage ``manifest``), and pending again once its media is in place.
+        A sample already in the store with a content hash keeps that hash when its
+        media goes missing: the features computed from those bytes stay (its
+        annotation carries the error, so a spec that still needs it records the
+        failure, and the extraction job retries that failure once the annotation
+        has no error).
+        """
         return self.add_samples(
-            [s.sample_id for s in manifest.samples], hashes, [s.annotation() for s in manifest.samples]
+            [s.sample_id for s in manifest.samples],
+            self.manifest_hashes(manifest),
+            [s.annotation() for s in manifest.samples],
         )
 
     def _load_annotations(self) -> list[str]:
@@ -313,6 +331,8 @@ class FeatureStore:
         if chunk < 1 or chunk & (chunk - 1) or chunk > unit:
             raise ValueError(f"chunk_size {chunk_size!r} must be a power of two no larger than unit_size {unit}")
         specs = self._group[SPECS_GROUP]
+        if spec.key in (self._group.attrs.get("gc_removing") or ()):
+            raise StoreError(f"spec {spec.key} is being removed by an interrupted gc; run `featstore gc` again first")
         if spec.key in specs:
             feat = self._feature_by_key(spec.key)
             if unit_size is not None and feat.unit_size != unit:
@@ -362,8 +382,11 @@ class FeatureStore:
         return self._features[key]
 
     def features(self) -> list[FeatureArray]:
-        """Every spec's feature array, sorted by group key."""
-        return [self._feature_by_key(k) for k in sorted(self._group[SPECS_GROUP].group_keys())]
+        """Every spec's feature array, sorted by group key (groups an interrupted gc
+        was removing are left out: they may be half deleted)."""
+        removing = set(self._group.attrs.get("gc_removing") or ())
+        keys = sorted(k for k in self._group[SPECS_GROUP].group_keys() if k not in removing)
+        return [self._feature_by_key(k) for k in keys]
 
     def feature(self, name_or_id: str) -> FeatureArray:
         """A spec's features by name, id or ``name-id`` key.

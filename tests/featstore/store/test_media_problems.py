@@ -203,7 +203,7 @@ def test_kept_sample_failed_by_a_unit_rewrite_is_planned_again_when_its_clip_is_
     changes, so unit 3 is rewritten and demo_0003 fails at stage manifest under its old
     (content) media hash. When the same bytes come back nothing changes the hash, so the
     extraction job's planner must still run unit 3 again for that failure."""
-    from featstore.extract.plan import unit_works
+    from featstore.extract.plan import MEDIA_BACK, check_plan_matches_store, plan_extraction, unit_works
 
     root, store_path = first_run
     clip = root / "clips" / "demo_0003.mp4"
@@ -219,7 +219,13 @@ def test_kept_sample_failed_by_a_unit_rewrite_is_planned_again_when_its_clip_is_
     ]
     assert [w.unit for w in unit_works(store, {"thumb": key}, retry_failed=False)] == []
     clip.write_bytes(saved)
-    store.add_manifest(load_manifest(root, "csv"))
+    # The job's planner (before the manifest goes in) says the same, with the reason.
+    manifest = load_manifest(root, "csv")
+    plan = plan_extraction(FeatureStore.open(store_path), {"thumb": store.feature("thumb").spec}, manifest)
+    sp = plan.specs["thumb"]
+    assert (sp.units, sp.todo, sp.media_back_units) == ([3], {MEDIA_BACK: 1}, [3])
+    store.add_manifest(manifest)
+    check_plan_matches_store(plan, FeatureStore.open(store_path), {"thumb": key})
     works = unit_works(FeatureStore.open(store_path, "r+"), {"thumb": key}, retry_failed=False)
     assert [(w.unit, w.slots, w.ids) for w in works] == [(3, ["thumb"], ["demo_0003", "demo_0004"])]
     assert all("error" not in s for s in works[0].samples)
