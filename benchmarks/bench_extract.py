@@ -22,11 +22,13 @@ run compare side by side.
    is encode-bound and four could reach the decode ceiling.
 
 The end-to-end and scaling runs are repeated per ``--variants``: ``default``
-is what ``jobs/extract.py`` does (encoder actors reserve 0.25 CPU, Ray Data
-reserves resources per operator); ``tuned`` reserves no CPU for the actors and
-turns Ray Data's per-operator reservation off. On a 2-CPU node the defaults
-hold decoding to one task at a time and the sink's writes back until decoding
-ends.
+is what ``jobs/extract.py`` does now (``ExtractConfig``'s CPU requests: actors
+0.01, decode tasks 0.9, one 0.05-CPU write task a unit committing it as it
+arrives, ``commit_units``; Ray Data's per-operator reservation off); ``old`` is
+what it did before issue 13 (actors 0.25 CPU, decode tasks 1 CPU, reservation on,
+``write_datasink(StoreSink)``), which on a 2-CPU node held decoding to one task
+at a time and the writes back until decoding ended; ``tuned`` is ``old`` with
+actors at 0 CPU and the reservation off (the earlier benchmark's best).
 
 Start-up: every actor pool loads its models before any unit starts
 (``DataContext.wait_for_min_actors_s``), a warm-up decode run starts the task
@@ -71,7 +73,15 @@ from featstore.extract.config import ExtractConfig
 from featstore.extract.decode import decode_unit
 from featstore.extract.encode import EncodeStage
 from featstore.extract.plan import unit_works
-from featstore.extract.run import ACTOR_RESTARTS, TASK_RETRIES, Prepared, build_dataset, encoder_options, prepare
+from featstore.extract.run import (
+    RESERVATION,
+    TASK_RETRIES,
+    Prepared,
+    build_dataset,
+    commit_units,
+    encoder_options,
+    prepare,
+)
 from featstore.extract.sink import StoreSink
 from featstore.media.clip import DecodeConfig
 from featstore.spec import FeatureSpec
@@ -87,14 +97,24 @@ class Variant:
 
     name: str
     cpus_per_actor: float  # CPUs each encoder actor reserves
+    decode_cpus: float  # CPUs each decode task reserves
     reservation: bool  # Ray Data's per-operator resource reservation (DataContext.op_resource_reservation_enabled)
+    write: str  # "stage": commit_units (a write task a unit, committed as it arrives); "datasink": write_datasink
 
 
 VARIANTS = {
-    # what jobs/extract.py does: ExtractConfig's cpus_per_actor, Ray Data's defaults
-    "default": Variant("default", cpus_per_actor=ExtractConfig.cpus_per_actor, reservation=True),
-    # GPU actors that reserve no CPU, and no per-operator reservation: every CPU can decode or write
-    "tuned": Variant("tuned", cpus_per_actor=0.0, reservation=False),
+    # what jobs/extract.py does: ExtractConfig's CPU requests, run.RESERVATION, commit_units
+    "default": Variant(
+        "default",
+        cpus_per_actor=ExtractConfig.cpus_per_actor,
+        decode_cpus=ExtractConfig.decode_cpus,
+        reservation=RESERVATION,
+        write="stage",
+    ),
+    # what it did before issue 13: Ray Data's defaults and a Datasink
+    "old": Variant("old", cpus_per_actor=0.25, decode_cpus=1.0, reservation=True, write="datasink"),
+    # the earlier benchmark's tuned settings: no CPU for actors, no per-operator reservation, a Datasink
+    "tuned": Variant("tuned", cpus_per_actor=0.0, decode_cpus=1.0, reservation=False, write="datasink"),
 }
 
 
@@ -123,6 +143,9 @@ def rates(records: list[dict[str, Any]], wall: float, load: tuple[float, float])
         "wall_s": round(wall, 2),
         "wall_clips_per_s": round(clips / wall, 3),
         "first_unit_done_s": round(done[0], 2),
+        # share of the units committed in the first half of the run: ~0.5 when units commit as they
+        # finish, ~0 when they are written in a burst at the end
+        "committed_by_half_time": round(sum(t <= done[-1] / 2 for t in done) / len(done), 2),
         "load_1min": [round(x, 2) for x in load],
         "done_at_s": [round(t, 2) for t in done],
     }
@@ -177,6 +200,15 @@ class StampedEncodeStage(EncodeStage):
 
 class TimedStoreSink(StoreSink):
     """The real StoreSink writing each unit (``_write_unit``), returning its start and commit times."""
+
+    def commit_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        store = FeatureStore.open(self.store_url, "r+")
+        out = []
+        for work, t_start in zip(batch["work"], batch["t_start"]):
+            stats = self._write_unit(store, work)
+            rec = {"unit": stats["unit"], "clips": stats["clips"], "t_start": float(t_start), "t_done": time.time()}
+            out.append(json.dumps({**rec, "decode_s": stats["seconds"].get("decode")}))
+        return {"stats": np.array(out, dtype=object)}
 
     def write(self, blocks: Iterable[Block], ctx: Any) -> list[dict[str, Any]]:
         store = FeatureStore.open(self.store_url, "r+")
@@ -237,22 +269,28 @@ class SleepEncoder:
 # ---- the runs -----------------------------------------------------------------------------------------------
 
 
-def decode_ds(works: list, prep: Prepared, cfg: ExtractConfig, decode: DecodeConfig) -> ray.data.Dataset:
+def decode_ds(
+    works: list, prep: Prepared, cfg: ExtractConfig, decode: DecodeConfig, decode_cpus: float | None = None
+) -> ray.data.Dataset:
     """The pipeline's first two steps as ``build_dataset`` makes them, with ``timed_decode``."""
     ds = ray.data.from_items([{"work": w} for w in works], override_num_blocks=max(1, len(works)))
     return ds.map(
         timed_decode,
         fn_kwargs={"root": str(prep.manifest.root.resolve()), "cfg": decode},
-        num_cpus=cfg.decode_cpus,
+        num_cpus=decode_cpus or cfg.decode_cpus,
         max_retries=TASK_RETRIES,
     )
 
 
-def timed_write(ds: ray.data.Dataset, sink: Any) -> dict[str, Any]:
-    """Run ``ds`` into ``sink`` and return the run's figures."""
+def timed_write(ds: ray.data.Dataset, sink: Any, how: str = "datasink", cfg: ExtractConfig | None = None):
+    """Run ``ds`` into ``sink`` (``how``: "datasink" or "stage", the job's ``commit_units``) and return
+    the run's figures."""
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    ds.write_datasink(sink)
+    if how == "stage":
+        commit_units(ds, sink, cfg)
+    else:
+        ds.write_datasink(sink)
     return rates(sink.stats, time.perf_counter() - t0, (load0, os.getloadavg()[0]))
 
 
@@ -276,8 +314,6 @@ def run_encode_only(decoded: Any, prep: Prepared, cfg: ExtractConfig, decode: De
             concurrency=cfg.actors,
             num_gpus=prep.gpus_per_actor,
             num_cpus=cfg.cpus_per_actor,
-            max_restarts=ACTOR_RESTARTS,
-            max_task_retries=-1,
             fn_constructor_kwargs={
                 "slot": slot,
                 "preset": cfg.preset,
@@ -295,7 +331,8 @@ def run_end_to_end(cfg: ExtractConfig, decode: DecodeConfig, variant: Variant) -
     prep = prepare(cfg, decode)
     works = unit_works(prep.store, prep.keys, retry_failed=False)
     with ray_data_reservation(variant.reservation), stamped_build_dataset():
-        out = timed_write(build_dataset(cfg, decode, prep, works), TimedStoreSink(prep.store.url, prep.keys))
+        sink = TimedStoreSink(prep.store.url, prep.keys)
+        out = timed_write(build_dataset(cfg, decode, prep, works), sink, variant.write, cfg)
     store = FeatureStore.open(prep.store.url)
     counts = {slot: store.feature(k).counts() for slot, k in prep.keys.items()}
     if any(c["pending"] for c in counts.values()):
@@ -317,7 +354,7 @@ def run_scaled(
         shapes[slot] = (tuple(real.shape), real.dtype)
     works = unit_works(store, keys, retry_failed=False)
     with ray_data_reservation(variant.reservation):
-        ds = decode_ds(works, prep, cfg, decode_config(cfg)).map_batches(
+        ds = decode_ds(works, prep, cfg, decode_config(cfg), variant.decode_cpus).map_batches(
             SleepEncoder,
             batch_size=1,
             concurrency=actors,
@@ -325,10 +362,27 @@ def run_scaled(
             num_cpus=variant.cpus_per_actor,
             fn_constructor_kwargs={"seconds": seconds, "shapes": shapes},
         )
-        return timed_write(ds, TimedStoreSink(store_url, keys))
+        return timed_write(ds, TimedStoreSink(store_url, keys), variant.write, cfg)
 
 
 # ---- the two sections ----------------------------------------------------------------------------------------
+
+
+@ray.remote(num_cpus=0.05)
+def _warm_worker() -> int:
+    """Import what decode and write tasks import, and stay busy long enough that others start beside it."""
+    import featstore.extract.decode  # noqa: F401
+    import featstore.extract.sink  # noqa: F401
+
+    time.sleep(3)
+    return os.getpid()
+
+
+def prestart_workers(n: int) -> None:
+    """Start ``n`` task workers at once and warm their imports (kept for ``--worker-idle-s``), so that a
+    variant whose write tasks run beside the decode tasks does not pay worker start-up in its timed
+    window while one that writes after decoding reuses the decode workers."""
+    ray.get([_warm_worker.remote() for _ in range(n)])
 
 
 def decode_config(cfg: ExtractConfig) -> DecodeConfig:
@@ -351,6 +405,7 @@ def efficiency(root: Path, tmp: Path, args: argparse.Namespace) -> tuple[dict[st
     decode = decode_config(cfg)
     prep = prepare(cfg, decode)
     works = unit_works(prep.store, prep.keys, retry_failed=False)
+    prestart_workers(args.cpus + 2)  # decode tasks and write tasks run side by side in the new pipeline
     decode_ds(works[:WARMUP_UNITS], prep, cfg, decode).materialize()  # warm-up, not timed
     dec, decoded = run_decode_only(works, prep, cfg, decode)
     print(f"decode only: {dec['clips_per_s']} clips/s", flush=True)
@@ -377,7 +432,9 @@ def efficiency(root: Path, tmp: Path, args: argparse.Namespace) -> tuple[dict[st
         "end_to_end": [],
     }
     for v in args.variants:
-        run = ExtractConfig(**base, store=str(tmp / f"e2e_{v.name}.zarr"), cpus_per_actor=v.cpus_per_actor)
+        run = ExtractConfig(
+            **base, store=str(tmp / f"e2e_{v.name}.zarr"), cpus_per_actor=v.cpus_per_actor, decode_cpus=v.decode_cpus
+        )
         e2e = {"variant": asdict(v), **run_end_to_end(run, decode, v)}
         e2e.update(
             efficiency=round(e2e["clips_per_s"] / min(d, e), 3),
@@ -424,13 +481,13 @@ def print_tables(eff: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     print(
         f"\n1. Efficiency: {eff['clips']} clips of {eff['clip_seconds']:g} s, {eff['units']} units of "
         f"{eff['unit_size']}, tiny {','.join(eff['encoders'])}, 1 actor each, no GPU\n"
-        f"{'run':<56}{'clips/s':>8}{'wall c/s':>9}{'dec busy':>9}{'dec s/unit':>11}{'load':>10}"
+        f"{'run':<56}{'clips/s':>8}{'wall c/s':>9}{'dec busy':>9}{'dec s/unit':>11}{'half':>6}{'load':>10}"
     )
 
     def line(name: str, r: dict[str, Any]) -> None:
         print(
             f"{name:<56}{r['clips_per_s']:>8}{r['wall_clips_per_s']:>9}{r.get('decode_busy', ''):>9}"
-            f"{r.get('decode_s_per_unit', ''):>11}{_load(r):>10}"
+            f"{r.get('decode_s_per_unit', ''):>11}{r['committed_by_half_time']:>6}{_load(r):>10}"
         )
 
     line("decode only (map decode_unit, materialized)", eff["decode_only"])
@@ -438,8 +495,8 @@ def print_tables(eff: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     for r in eff["end_to_end"]:
         v = r["variant"]
         line(
-            f"end to end {v['name']} ({v['cpus_per_actor']:g} CPU/actor, reserv. "
-            f"{'on' if v['reservation'] else 'off'})",
+            f"end to end {v['name']} ({v['cpus_per_actor']:g}/{v['decode_cpus']:g} CPU act/dec, "
+            f"res. {'on' if v['reservation'] else 'off'}, {v['write']})",
             r,
         )
     print(
@@ -454,13 +511,14 @@ def print_tables(eff: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     print(
         f"\n2. Scaling: SleepEncoder (1 fake GPU an actor), real decode + StoreSink\n"
         f"{'variant':<9}{'actors':>6}{'T s/unit':>9}{'enc bound':>10}{'expected':>9}{'clips/s':>8}"
-        f"{'wall c/s':>9}{'of exp.':>8}{'dec busy':>9}{'load':>10}"
+        f"{'wall c/s':>9}{'of exp.':>8}{'dec busy':>9}{'half':>6}{'load':>10}"
     )
     for r in rows:
         print(
             f"{r['variant']['name']:<9}{r['actors']:>6}{r['sim_seconds_per_unit']:>9}"
             f"{r['encode_bound_clips_per_s']:>10}{r['expected_clips_per_s']:>9}{r['clips_per_s']:>8}"
-            f"{r['wall_clips_per_s']:>9}{r['of_expected']:>8}{r.get('decode_busy', ''):>9}{_load(r):>10}"
+            f"{r['wall_clips_per_s']:>9}{r['of_expected']:>8}{r.get('decode_busy', ''):>9}"
+            f"{r['committed_by_half_time']:>6}{_load(r):>10}"
         )
     print(f"{'decode-only ceiling (step 1)':<34}{eff['decode_only']['clips_per_s']:>8}")
 
@@ -484,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick",
         action="store_true",
         help="a smoke run of a few minutes: --n 12 --seconds 1 --encoders local,audio --actors 1,4 "
-        "--variants default unless given",
+        "--variants default,old unless given",
     )
     p.add_argument("--n", type=int, default=None, help="demo clips to make and extract (default 32; quick 12)")
     p.add_argument("--seconds", type=float, default=None, help="seconds per demo clip (default 2; quick 1)")
@@ -505,10 +563,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--variants",
         type=variant_list,
         default=None,
-        help="scheduling settings the end-to-end and scaling runs repeat with: 'default' (what "
-        "jobs/extract.py does: actors reserve 0.25 CPU, Ray Data reserves resources per operator) "
-        "and 'tuned' (actors reserve no CPU, no per-operator reservation) (default default,tuned; "
-        "quick default)",
+        help="scheduling settings the end-to-end and scaling runs repeat with, comma-separated: "
+        "'default' (what jobs/extract.py does: actors 0.01 CPU, decode tasks 0.9, a write task a unit, "
+        "no per-operator reservation), 'old' (before issue 13: actors 0.25 CPU, decode 1, Ray Data's "
+        "per-operator reservation, a Datasink) and 'tuned' (old with actors at 0 CPU and no reservation) "
+        "(default default,old,tuned; quick default,old)",
     )
     p.add_argument(
         "--sim-factor",
@@ -541,7 +600,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.seconds = args.seconds or (1.0 if args.quick else 2.0)
     args.actors = args.actors or ([1, 4] if args.quick else [1, 2, 4])
     args.encoders = args.encoders or ("local,audio" if args.quick else "global,local,temporal,audio")
-    args.variants = args.variants or ([VARIANTS["default"]] if args.quick else list(VARIANTS.values()))
+    args.variants = args.variants or ([VARIANTS["default"], VARIANTS["old"]] if args.quick else list(VARIANTS.values()))
     if args.unit_size < 1 or args.unit_size & (args.unit_size - 1):
         p.error(f"--unit-size {args.unit_size} must be a power of two")
     if args.n // args.unit_size < 4:

@@ -62,11 +62,26 @@ class ExtractConfig:
         None, "GPUs per encoder actor (fractions share a GPU); default: 1 if the cluster has GPUs, else 0 (CPU)"
     )
     cpus_per_actor: float = _opt(
-        0.25,
-        "CPUs reserved per encoder actor: small, so decode tasks keep the CPUs "
-        "(an actor that reserves a whole CPU can starve decoding and hang)",
+        0.01,
+        "CPUs reserved per encoder actor: tiny, so decode tasks keep the CPUs (an actor "
+        "that reserves a whole CPU can starve decoding and hang; a GPU actor's host work is small)",
     )
-    decode_cpus: float = _opt(1.0, "CPUs per decode task")
+    decode_cpus: float = _opt(
+        0.9,
+        "CPUs per decode task: a little under 1, so one decode task a CPU still leaves room "
+        "for the actors' and write tasks' small reservations",
+    )
+    write_cpus: float = _opt(
+        0.05,
+        "CPUs per write task (one a unit, committing it as soon as it is encoded): small, "
+        "so that writes are never queued behind decoding",
+    )
+    write_tasks: int = _opt(
+        2,
+        "most write tasks running at once; their worker processes are reused from unit to unit "
+        "(without a cap, tiny CPU requests let Ray start a new worker for every unit that arrives "
+        "while the others still import)",
+    )
     batch_size: int = _opt(1, "clips per forward pass of the vision encoders (audio always runs one clip at a time)")
     unit_size: int = _opt(
         16,
@@ -108,15 +123,18 @@ class ExtractConfig:
             raise ValueError(f"--encoders {self.encoders!r}: unknown slots {bad}; choose from {list(SLOTS)}")
         if self.unit_size < 1 or self.unit_size & (self.unit_size - 1):
             raise ValueError(f"--unit-size {self.unit_size} must be a power of two")
-        for name in ("actors", "batch_size", "local_frames"):
+        for name in ("actors", "batch_size", "local_frames", "write_tasks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)} must be at least 1")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"--limit {self.limit} must be at least 1")
         if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
             raise ValueError(f"--gpus-per-actor {self.gpus_per_actor} must be >= 0")
-        if self.cpus_per_actor < 0 or self.decode_cpus <= 0 or self.decode_timeout <= 0:
-            raise ValueError("--cpus-per-actor must be >= 0, --decode-cpus and --decode-timeout > 0")
+        if self.cpus_per_actor < 0 or self.decode_cpus <= 0 or self.write_cpus <= 0 or self.decode_timeout <= 0:
+            raise ValueError(
+                f"--cpus-per-actor {self.cpus_per_actor} must be >= 0; --decode-cpus {self.decode_cpus}, "
+                f"--write-cpus {self.write_cpus} and --decode-timeout {self.decode_timeout} must be > 0"
+            )
         self.checkpoint = list(self.checkpoint or ())
         self.overrides()  # validates SLOT=SOURCE
 

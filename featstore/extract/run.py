@@ -36,6 +36,13 @@ from featstore.store.remote import probe_bucket
 # Ray 2.60 takes max_restarts only through the deprecated ``ray_remote_args``.
 TASK_RETRIES = 3
 
+# Ray Data's per-operator resource reservation (DataContext.op_resource_reservation_enabled)
+# is off for the job: on a 2-CPU node it let one decode task run at a time and gave
+# the write stage nothing until decoding ended (BENCHMARKS.md, "Extraction pipeline").
+# Without it, the stages share the node by their own requests (decode_cpus,
+# cpus_per_actor, write_cpus), and Ray Data still backs off on object store memory.
+RESERVATION = False
+
 log = logging.getLogger(__name__)
 
 
@@ -132,7 +139,7 @@ def prepare(cfg: ExtractConfig, decode: DecodeConfig) -> Prepared:
 
 
 def build_dataset(cfg: ExtractConfig, decode: DecodeConfig, prep: Prepared, works: list) -> ray.data.Dataset:
-    """units -> decode tasks -> one actor pool per encoder."""
+    """units -> decode tasks -> one actor pool per encoder (``commit_units`` writes them)."""
     ds = ray.data.from_items([{"work": w} for w in works], override_num_blocks=max(1, len(works)))
     ds = ds.map(
         decode_unit, fn_kwargs={"root": str(prep.manifest.root.resolve()), "cfg": decode}, num_cpus=cfg.decode_cpus
@@ -158,6 +165,26 @@ def build_dataset(cfg: ExtractConfig, decode: DecodeConfig, prep: Prepared, work
     return ds
 
 
+def configure_ray_data() -> None:
+    """The job's Ray Data settings; call before ``build_dataset`` (a dataset keeps the
+    context it was made in)."""
+    ray.data.DataContext.get_current().op_resource_reservation_enabled = RESERVATION
+
+
+def commit_units(ds: ray.data.Dataset, sink: StoreSink, cfg: ExtractConfig) -> list[dict[str, Any]]:
+    """Write each unit into the store as soon as it is encoded, and return the units' records.
+
+    One small write task a unit (``write_cpus`` CPUs, so that it is never queued
+    behind decoding; at most ``write_tasks`` at once) commits it; the driver only
+    pulls the tiny rows that say so.
+    Write tasks are retried like any Ray Data task, and a rewrite of a unit
+    changes nothing, so a unit is committed exactly once.
+    """
+    written = ds.map_batches(sink.commit_batch, batch_size=1, num_cpus=cfg.write_cpus, concurrency=cfg.write_tasks)
+    sink.stats = [json.loads(row["stats"]) for row in written.iter_rows()]
+    return sink.stats
+
+
 def run_extract(cfg: ExtractConfig, console: Console | None = None) -> dict[str, Any]:
     """Extract every pending unit and return the summary.
 
@@ -174,6 +201,7 @@ def run_extract(cfg: ExtractConfig, console: Console | None = None) -> dict[str,
     decode = DecodeConfig(global_frame=cfg.global_frame, local_frames=cfg.local_frames, timeout_s=cfg.decode_timeout)
     ctx = ray.init(address=cfg.ray_address, ignore_reinit_error=True, log_to_driver=cfg.verbose)
     ray.data.DataContext.get_current().enable_progress_bars = cfg.verbose
+    configure_ray_data()
     if console is not None:
         console.move_log(Path(ctx.address_info["session_dir"]) / "logs")
     prep = prepare(cfg, decode)
@@ -196,7 +224,7 @@ def run_extract(cfg: ExtractConfig, console: Console | None = None) -> dict[str,
             if counter
             else contextlib.nullcontext()
         ):
-            build_dataset(cfg, decode, prep, works).write_datasink(sink)
+            commit_units(build_dataset(cfg, decode, prep, works), sink, cfg)
     summary = summarize(FeatureStore.open(prep.store.url), prep, sink.stats, time.perf_counter() - t0)
     summary["plan"] = plan_summary(prep.plan)
     if cfg.export_wds or (cfg.export_wds is None and not cfg.dataset):

@@ -28,6 +28,9 @@ def test_help_explains_every_option():
         (["--actors", "0"], "--actors 0"),
         (["--checkpoint", "video=/x"], "'video=/x'"),
         (["--limit", "0"], "--limit 0"),
+        (["--write-cpus", "0"], "--write-cpus 0"),
+        (["--write-tasks", "0"], "--write-tasks 0"),
+        (["--cpus-per-actor", "-1"], "--cpus-per-actor -1"),
     ],
 )
 def test_bad_values_are_named(argv, needle, capsys):

@@ -154,6 +154,48 @@ def test_driver_killed_then_resubmitted(mixed_dataset, reference, tmp_path):
     assert tree(tmp_path / "store.zarr") == tree(reference[0])
 
 
+def test_units_commit_as_they_finish(mixed_dataset, tmp_path):
+    """The last unit's decode hangs: every other unit must reach the store while it
+    hangs, each committed when it is done, not in a burst when the whole run ends."""
+    marker = tmp_path / "fired"
+    last = UNITS - 1
+    env = {**os.environ, "FEATSTORE_FAULT": f"decode@{last}:hang", "FEATSTORE_FAULT_MARKER": str(marker)}
+    proc = subprocess.Popen(
+        job_cmd(mixed_dataset, tmp_path),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 300  # not a timing assert: only how long to wait for the commits
+        while time.time() < deadline and proc.poll() is None and pending_units(tmp_path) != [last]:
+            time.sleep(0.5)
+        pending = pending_units(tmp_path)
+        still_running = proc.poll() is None
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        proc.wait()
+    assert marker.exists(), "the last unit's decode never started"
+    assert still_running, "the job ended although one unit's decode hangs"
+    assert pending == [last], f"units pending while unit {last} hangs: {pending} (only [{last}] may be)"
+
+
+def job_cmd(dataset, out) -> list[str]:
+    """jobs/extract.py on ``dataset`` into ``out``/store.zarr, as run_job runs it (no summary)."""
+    return [
+        sys.executable,
+        str(JOB),
+        "--dataset",
+        str(dataset),
+        "--store",
+        str(out / "store.zarr"),
+        "--work-dir",
+        str(out),
+        *ARGS,
+    ]
+
+
 def pending_units(out) -> list[int]:
     """Units with any spec still pending (none committed yet: every unit)."""
     path = out / "store.zarr"
