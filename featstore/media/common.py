@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,11 +110,15 @@ def run_with_timeout(
             box["value"] = fn(cancel)
         except BaseException as err:  # noqa: BLE001 - handed to the caller's thread and re-raised there
             box["error"] = err
+        box["end"] = time.monotonic()
 
+    start = time.monotonic()
     worker = threading.Thread(target=target, name=f"featstore-{stage}", daemon=True)
     worker.start()
     worker.join(limit)
-    if worker.is_alive():
+    # Finished, but after the limit (this thread was descheduled past it on a busy
+    # machine): the decode still took too long, whenever this thread noticed.
+    if worker.is_alive() or box.get("end", start) - start > limit:
         cancel.set()
         raise DecodeTimeout(
             f"{stage} of {path} took longer than {limit:g} s; the decode was abandoned", stage=stage, path=str(path)
