@@ -36,6 +36,7 @@ from featstore.spec import FeatureSpec
 from featstore.store import FeatureStore
 from featstore.store.index import hash_row
 from featstore.store.layout import FAILED, OK, PENDING, default_unit_size
+from featstore.store.store import manifest_hashes
 
 if TYPE_CHECKING:  # the planner itself needs no media code (keeps `featstore plan` and resume light)
     from featstore.media.clip import ClipInputs
@@ -177,15 +178,7 @@ class Plan:
 def manifest_rows(manifest: Any, store: FeatureStore | None = None) -> tuple[list[str], list[str]]:
     """Ids and media hashes of the manifest's samples as ``FeatureStore.add_manifest``
     records them in ``store`` (every sample; unusable media get a problem hash)."""
-    if store is not None:
-        return [s.sample_id for s in manifest.samples], store.manifest_hashes(manifest)
-    from featstore.manifest.hashing import problem_hash
-
-    hashes = [
-        s.media_hash if s.media_hash is not None or s.error is None else problem_hash([f"error:{s.error}"])
-        for s in manifest.samples
-    ]
-    return [s.sample_id for s in manifest.samples], hashes
+    return [s.sample_id for s in manifest.samples], manifest_hashes(manifest, None if store is None else store.index)
 
 
 def _diff(a: Any, b: Any, where: str, out: list[str]) -> None:

@@ -37,6 +37,29 @@ if TYPE_CHECKING:
 SPECS_GROUP = "specs"
 
 
+def manifest_hashes(manifest: Manifest, index: SampleIndex | None = None) -> list[str]:
+    """The media hash each manifest sample gets in a store whose index is ``index``
+    (None: a new store).
+
+    A sample whose media cannot be used (``Sample.error``: missing, outside the
+    root, unreadable) gets the hash that marks its problem. A sample already in
+    the store with a content hash keeps that hash when its media goes missing:
+    the features computed from those bytes stay.
+    """
+    from featstore.manifest.hashing import is_problem_hash, problem_hash
+
+    hashes = []
+    for s in manifest.samples:
+        digest = s.media_hash
+        if digest is None and s.error is not None:  # a manifest saved before problems had hashes
+            digest = problem_hash([f"error:{s.error}"])
+        if s.error is not None and index is not None and s.sample_id in index:
+            kept = index.media_hash(s.sample_id)
+            digest = digest if is_problem_hash(kept) else kept
+        hashes.append(digest)
+    return hashes
+
+
 class FeatureStore:
     """A featstore: sample ids and media hashes shared by every spec, one group per spec.
 
@@ -220,25 +243,8 @@ class FeatureStore:
 
     def manifest_hashes(self, manifest: Manifest) -> list[str]:
         """The media hash each manifest sample gets in this store (``add_manifest``'s
-        rule, read-only; the planner uses it to predict what a run adds or edits).
-
-        A sample whose media cannot be used (``Sample.error``: missing, outside the
-        root, unreadable) gets the hash that marks its problem. A sample already in
-        the store with a content hash keeps that hash when its media goes missing:
-        the features computed from those bytes stay.
-        """
-        from featstore.manifest.hashing import is_problem_hash, problem_hash
-
-        hashes = []
-        for s in manifest.samples:
-            digest = s.media_hash
-            if digest is None and s.error is not None:  # a manifest saved before problems had hashes
-                digest = problem_hash([f"error:{s.error}"])
-            if s.error is not None and s.sample_id in self.index:
-                kept = self.index.media_hash(s.sample_id)
-                digest = digest if is_problem_hash(kept) else kept
-            hashes.append(digest)
-        return hashes
+        rule, read-only; the planner uses it to predict what a run adds or edits)."""
+        return manifest_hashes(manifest, self.index)
 
     def add_manifest(self, manifest: Manifest) -> dict[str, int]:
         """``add_samples`` for every sample of a manifest, with its annotation.
