@@ -226,6 +226,21 @@ def cmd_export_npy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from featstore.compare import compare_specs
+
+    try:
+        report = compare_specs(FeatureStore.open(args.store), args.spec_a, args.spec_b, args.min_cosine)
+    except (KeyError, ValueError) as e:
+        print(f"featstore compare: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({**report.summary(), "samples": report.per_sample()}, indent=2))
+    else:
+        print("\n".join(report.lines()))
+    return 0 if report.ok else 1
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
     from featstore.store.gc import gc_store
 
@@ -386,6 +401,24 @@ def build_parser() -> argparse.ArgumentParser:
         "spec was imported, else [D]) (default: as-imported)",
     )
     exp.set_defaults(func=cmd_export_npy)
+
+    compare = sub.add_parser(
+        "compare",
+        help="per-sample cosine and max abs difference between two specs; exit 1 below --min-cosine",
+        description="Compare two specs of the same feature shape (e.g. the original's imported mae_340_UTT "
+        "features against our extraction) on every sample committed in both: cosine similarity and largest "
+        "absolute difference per sample (float64, flattened feature), their median, 5th percentile and the "
+        "worst samples. Exit 0 when every compared sample reaches --min-cosine, 1 when one does not or no "
+        "sample is committed in both, 2 on a bad spec name or shapes that differ.",
+    )
+    compare.add_argument("store", help=store_help)
+    compare.add_argument("spec_a", metavar="SPEC_A", help="a spec name, id or name-id key (featstore info)")
+    compare.add_argument("spec_b", metavar="SPEC_B", help="the other spec, of the same feature shape")
+    compare.add_argument(
+        "--min-cosine", type=float, default=0.99, help="lowest cosine similarity a sample may have (default 0.99)"
+    )
+    compare.add_argument("--json", action="store_true", help="print the summary and every sample's figures as JSON")
+    compare.set_defaults(func=cmd_compare)
 
     gc = sub.add_parser(
         "gc",
