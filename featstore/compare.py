@@ -99,9 +99,7 @@ class CompareReport:
         s = self.summary()
         out = [f"compare {self.spec_a} with {self.spec_b}: {s['compared']} sample(s) committed in both"]
         if s["compared"]:
-            out.append(
-                f"cosine  median {s['cosine_median']:.6f}  p5 {s['cosine_p5']:.6f}  min {s['cosine_min']:.6f}"
-            )
+            out.append(f"cosine  median {s['cosine_median']:.6f}  p5 {s['cosine_p5']:.6f}  min {s['cosine_min']:.6f}")
             out.append(f"max |a-b|  median {s['max_abs_median']:.6g}  max {s['max_abs_max']:.6g}")
             out.append("worst: " + ", ".join(f"{w['sample_id']} ({w['cosine']:.6f})" for w in s["worst"]))
         for name, only in (("a", self.only_a), ("b", self.only_b)):

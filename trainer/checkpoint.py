@@ -83,11 +83,16 @@ def load_rng(folder: str | Path, rank: int) -> None:
     set_rng_state(torch.load(path, weights_only=True))
 
 
-def save_checkpoint(folder: str | Path, model, optimizer, scheduler, state: dict[str, Any], rank: int = 0) -> Path:
+def save_checkpoint(
+    folder: str | Path, model, optimizer, scheduler, state: dict[str, Any], rank: int = 0, weights_only: bool = False
+) -> Path:
     """Write a complete checkpoint at ``folder`` (rank 0's view: weights, optimizer, state; its RNG).
 
     Written under a temporary name and renamed, ``state.json`` last, so a folder
-    that exists with its state file is complete.
+    that exists with its state file is complete. With ``weights_only`` (an
+    imported checkpoint) only the adapter, the projectors and the state are
+    written: such a folder starts runs (``--init-from``) and answers
+    (evaluate, predict), but does not resume one.
     """
     folder = Path(folder)
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
@@ -95,9 +100,10 @@ def save_checkpoint(folder: str | Path, model, optimizer, scheduler, state: dict
     tmp.mkdir(parents=True)
     model.llm.save_pretrained(tmp / "adapter")
     torch.save(model.projector.state_dict(), tmp / "projector.pt")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    save_rng(tmp, rank)
+    if not weights_only:
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        save_rng(tmp, rank)
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
     if folder.exists():
         shutil.rmtree(folder)
@@ -136,6 +142,11 @@ def load_training_state(
     """Restore weights, optimizer, scheduler and (with ``rng``) this rank's RNG from a checkpoint; return its state."""
     folder = Path(folder)
     state = read_state(folder)
+    if state.get("imported_from"):
+        raise ValueError(
+            f"checkpoint {folder} was imported from {state['imported_from'].get('path')} and holds weights only: "
+            "start a run from it with --init-from (a fresh optimizer and schedule), not --resume"
+        )
     load_weights(folder, model)
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))

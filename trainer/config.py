@@ -65,7 +65,9 @@ class TrainConfig:
     init_from: str | None = _opt(
         None,
         "start from the projector and adapter weights of this checkpoint, or of "
-        "the newest one under this run folder (stage 2 from stage 1); optimizer "
+        "the newest one under this run folder (stage 2 from stage 1), or of an "
+        "original .pth (Emotion-LLaMA's, or MiniGPT-v2's minigptv2_checkpoint.pth "
+        "whose four feature projectors then keep their initialisation); optimizer "
         "and schedule start fresh",
     )
     # ---- optimisation

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 # Seconds to sleep after each optimizer step: lets a kill test land between two checkpoints.
 STEP_SLEEP_ENV = "TRAINER_STEP_SLEEP"
 _MODEL_KEYS = ("input_ids", "feature_mask", "attention_mask", "labels")
+# --init-from a file with one of these suffixes is an original (MiniGPT-v2 runner) checkpoint.
+ORIGINAL_SUFFIXES = (".pth", ".pt")
 
 
 def resolve_resume(cfg: TrainConfig) -> Path | None:
@@ -115,7 +117,10 @@ class TrainRecipe:
         )
         lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_list())
         self.model = build_model(llm_path, self.info.shapes, lora, dtype).to(self.device)
-        if cfg.init_from and not state:
+        self.init_report: dict[str, Any] | None = None
+        if cfg.init_from and not state and Path(cfg.init_from).suffix in ORIGINAL_SUFFIXES:
+            self.init_report = self._init_from_original(cfg.init_from)
+        elif cfg.init_from and not state:
             init = resolve_init(cfg.init_from)
             _check_ids(ckpt.read_state(init)["spec_ids"], self.info.spec_ids, f"--init-from {init}")
             ckpt.load_weights(init, self.model)
@@ -144,6 +149,21 @@ class TrainRecipe:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self._open_logs()
+
+    def _init_from_original(self, path: str) -> dict[str, Any]:
+        """Start from an original ``.pth`` (Emotion-LLaMA's, or MiniGPT-v2's base with its feature
+        projectors left at initialisation, which is logged)."""
+        from trainer.original import FEATURE_PROJECTORS, load_original_into
+
+        report = load_original_into(self.model, path, allow_missing=FEATURE_PROJECTORS)
+        if report.left_at_init:
+            log.warning(
+                "--init-from %s: %s not in the file, left at their initialisation (seed %d)",
+                path,
+                ", ".join(report.left_at_init),
+                self.cfg.seed,
+            )
+        return report.to_dict()
 
     def _llm_path(self) -> str:
         if self.cfg.llm != "tiny":

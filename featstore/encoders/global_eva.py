@@ -19,7 +19,7 @@ import torch
 from transformers import Blip2VisionModel
 
 from featstore.checks import positive_int
-from featstore.encoders import base, checkpoints, pixels
+from featstore.encoders import base, checkpoints, original, pixels
 from featstore.errors import CheckpointError
 from featstore.spec import FeatureSpec
 
@@ -28,6 +28,16 @@ VISION_ONLY = "blip_2_vision_model"
 FULL_BLIP2 = "blip-2"
 FULL_PREFIX = "vision_model."
 INPUT_KEY = "frame"
+# What the feature is: "post_layernorm", transformers' last_hidden_state (BLIP-2's trained
+# ln_vision); or "ln_vision", the last block's output through a LayerNorm at weight 1, bias 0,
+# eps 1e-5, computed in float32: the original's ln_vision, created fresh and frozen at once in
+# MiniGPT-v2 (base_model.py::init_vision_encoder) and so never trained nor saved.
+OUTPUTS = ("post_layernorm", "ln_vision")
+LN_VISION_EPS = 1e-5  # torch.nn.LayerNorm's default, which LayerNorm(1408) there takes
+_OUTPUT_NAMES = {
+    "post_layernorm": "last_hidden_state (after post_layernorm)",
+    "ln_vision": "last block output, LayerNorm without affine, eps 1e-05, float32 (the original's ln_vision)",
+}
 
 
 class EvaGlobalEncoder:
@@ -55,6 +65,8 @@ class EvaGlobalEncoder:
             ``base.ask_for_determinism``).
         upstream: preprocessing decided before the encoder that changes its input
             (e.g. ``{"frame_selection": "middle"}``), recorded in the spec.
+        output: ``"post_layernorm"`` (BLIP-2's trained norm) or ``"ln_vision"`` (the
+            original's untrained one, see ``OUTPUTS``).
         name: the feature's name in the store.
 
     Raises:
@@ -78,6 +90,7 @@ class EvaGlobalEncoder:
         clips_per_forward: int = 1,
         deterministic: bool = True,
         upstream: Mapping[str, Any] | None = None,
+        output: str = "post_layernorm",
         name: str = "global",
     ) -> None:
         self.source = str(source)
@@ -92,6 +105,9 @@ class EvaGlobalEncoder:
         self.clips_per_forward = positive_int("clips_per_forward", clips_per_forward)
         self.name = name
         self.upstream = base.check_upstream(upstream)
+        if output not in OUTPUTS:
+            raise ValueError(f"output {output!r} must be one of {list(OUTPUTS)}")
+        self.output = output
         if deterministic:
             base.ask_for_determinism(self.device)
         model = load_vision_tower(name, self.source, self.attn)
@@ -114,9 +130,13 @@ class EvaGlobalEncoder:
             "rescale": pixels.RESCALE,
             "image_mean": list(self.image_mean),
             "image_std": list(self.image_std),
-            "pos_embed_interpolation": "bicubic, align_corners=False (Blip2VisionEmbeddings.interpolate_pos_encoding)",
+            "pos_embed_interpolation": (
+                "bicubic, align_corners=False (Blip2VisionEmbeddings.interpolate_pos_encoding)"
+                if self.model.config.image_size != self.image_size
+                else "none at run time (the weights' grid is the input's)"
+            ),
             "trained_image_size": self.model.config.image_size,
-            "output": "last_hidden_state (after post_layernorm)",
+            "output": _OUTPUT_NAMES[self.output],
             "pillow_version": pixels.PILLOW_VERSION,
             **base.common_preprocess(
                 self.config_hash, self.device, self.compute_dtype, self.attn, self.clips_per_forward
@@ -143,6 +163,10 @@ class EvaGlobalEncoder:
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The model on a float32 pixel batch: ``[B, 3, S, S]`` to float32 ``[B, T, D]`` on the CPU."""
         x = pixel_values.to(self.device, self.compute_dtype)
+        if self.output == "ln_vision":
+            tokens = self.model.embeddings(x, interpolate_pos_encoding=True)
+            hidden = self.model.encoder(inputs_embeds=tokens).last_hidden_state.float()
+            return torch.nn.functional.layer_norm(hidden, hidden.shape[-1:], eps=LN_VISION_EPS).cpu()
         out = self.model(pixel_values=x, interpolate_pos_encoding=True).last_hidden_state
         return out.float().cpu()
 
@@ -162,7 +186,7 @@ class EvaGlobalEncoder:
 
 
 def load_vision_tower(slot: str, source: str, attn: str) -> Blip2VisionModel:
-    """Load the BLIP-2 vision tower from a vision-only or a full BLIP-2 checkpoint.
+    """Load the BLIP-2 vision tower from a vision-only or a full BLIP-2 checkpoint, or LAVIS ``eva_vit_g.pth``.
 
     For a full checkpoint only the ``vision_model.*`` tensors are read (for the
     sharded Salesforce/blip2-opt-2.7b, only the shards that hold them): the Q-Former
@@ -172,6 +196,8 @@ def load_vision_tower(slot: str, source: str, attn: str) -> Blip2VisionModel:
         CheckpointNotFoundError: the source cannot be found.
         CheckpointError: the checkpoint is neither layout, or its weights do not fit.
     """
+    if original.is_original_file(source):
+        return original.load_original_model(slot, Blip2VisionModel, source, attn)
     config = checkpoints.load_config(slot, source)
     if config.model_type == VISION_ONLY:
         return checkpoints.load_model(slot, Blip2VisionModel, source, attn_implementation=attn)

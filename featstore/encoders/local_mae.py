@@ -19,10 +19,14 @@ import torch
 from transformers import ViTMAEModel
 
 from featstore.checks import positive_int
-from featstore.encoders import base, checkpoints, pixels
+from featstore.encoders import base, original, pixels
 from featstore.spec import FeatureSpec
 
 INPUT_KEY = "faces"
+# Token pooling per frame: "mean" over patch tokens (MAE's global_pool; with include_cls, all
+# tokens), or "cls", the CLS token after the final norm (the original's mae_340_UTT, global_pool=False).
+POOLS = ("mean", "cls")
+_POOLING_NAMES = {"mean": "mean_tokens_then_frames", "cls": "cls_token_then_mean_frames"}
 
 
 class MaeLocalEncoder:
@@ -43,6 +47,8 @@ class MaeLocalEncoder:
         image_std: per-channel std (ImageNet's).
         include_cls: whether the CLS token enters the token mean. Default False, as
             MAE's own global pooling (``models_vit.py``: ``x[:, 1:].mean(1)``).
+        pool: ``"mean"`` (tokens averaged) or ``"cls"`` (the CLS token after the final
+            norm, as the original's ``mae_340_UTT`` took it); then the mean over frames.
         frames: if set, the number of face crops every clip must have (recorded in the spec).
         output_dtype: as ``EvaGlobalEncoder``.
         attn_implementation: as ``EvaGlobalEncoder``.
@@ -68,6 +74,7 @@ class MaeLocalEncoder:
         image_mean: Sequence[float] = pixels.IMAGENET_MEAN,
         image_std: Sequence[float] = pixels.IMAGENET_STD,
         include_cls: bool = False,
+        pool: str = "mean",
         frames: int | None = None,
         output_dtype: str = "float16",
         attn_implementation: str = "sdpa",
@@ -87,6 +94,9 @@ class MaeLocalEncoder:
         if not isinstance(include_cls, bool):
             raise ValueError(f"include_cls must be a bool, got {include_cls!r}")
         self.include_cls = include_cls
+        if pool not in POOLS:
+            raise ValueError(f"pool {pool!r} must be one of {list(POOLS)}")
+        self.pool_kind = pool
         self.frames = None if frames is None else positive_int("frames", frames)
         self.attn = base.check_attn_implementation(attn_implementation)
         self.clips_per_forward = positive_int("clips_per_forward", clips_per_forward)
@@ -94,7 +104,7 @@ class MaeLocalEncoder:
         self.name = name
         if deterministic:
             base.ask_for_determinism(self.device)
-        model = checkpoints.load_model(name, ViTMAEModel, self.source, mask_ratio=0.0, attn_implementation=self.attn)
+        model = original.load_encoder_model(name, ViTMAEModel, self.source, self.attn, mask_ratio=0.0)
         self.weights = base.fingerprint_state_dict(model)
         self.config_hash = base.fingerprint_config(model.config)
         self.model = base.freeze(model, self.device, self.compute_dtype)
@@ -134,7 +144,7 @@ class MaeLocalEncoder:
             dtype=self.output_dtype.name,
             preprocess=preprocess,
             layer=None,
-            pooling="mean_tokens_then_frames",
+            pooling=_POOLING_NAMES[self.pool_kind],
             source=self.source,
         )
 
@@ -152,7 +162,10 @@ class MaeLocalEncoder:
 
     def pool(self, tokens: torch.Tensor, clips: int) -> torch.Tensor:
         """``[clips * F, 1 + L, D]`` tokens to ``[clips, D]``: mean over tokens, then over frames."""
-        per_frame = (tokens if self.include_cls else tokens[:, 1:]).mean(dim=1)
+        if self.pool_kind == "cls":
+            per_frame = tokens[:, 0]
+        else:
+            per_frame = (tokens if self.include_cls else tokens[:, 1:]).mean(dim=1)
         return per_frame.reshape(clips, -1, per_frame.shape[-1]).mean(dim=1)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

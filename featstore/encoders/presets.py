@@ -41,6 +41,7 @@ from transformers import (
 from featstore.encoders.audio_hubert import HubertAudioEncoder
 from featstore.encoders.global_eva import EvaGlobalEncoder
 from featstore.encoders.local_mae import MaeLocalEncoder
+from featstore.encoders.original import original_options
 from featstore.encoders.temporal_videomae import VideoMaeTemporalEncoder
 from featstore.names import PRESETS, SLOTS
 from featstore.spec import canonical_json
@@ -321,4 +322,8 @@ def load_encoders(
     if stray:
         raise ValueError(f"options given for slots {stray} that are not loaded ({slots})")
     sources = preset_sources(preset, overrides, tiny_dir)
-    return {s: ENCODERS[s](sources[s], device=device, **dict(options.get(s, {}))) for s in slots}
+    # Weights from the original's files get the original's preprocessing unless options say otherwise.
+    return {
+        s: ENCODERS[s](sources[s], device=device, **{**original_options(s, sources[s]), **dict(options.get(s, {}))})
+        for s in slots
+    }

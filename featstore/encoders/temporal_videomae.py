@@ -22,7 +22,7 @@ import torch
 from transformers import VideoMAEModel
 
 from featstore.checks import positive_int
-from featstore.encoders import base, checkpoints, pixels
+from featstore.encoders import base, original, pixels
 from featstore.spec import FeatureSpec
 
 INPUT_KEY = "face_frames"
@@ -92,7 +92,7 @@ class VideoMaeTemporalEncoder:
         self.name = name
         if deterministic:
             base.ask_for_determinism(self.device)
-        model = checkpoints.load_model(name, VideoMAEModel, self.source, attn_implementation=self.attn)
+        model = original.load_encoder_model(name, VideoMAEModel, self.source, self.attn)
         if self.crop_size != model.config.image_size:
             raise ValueError(
                 f"crop_size {crop_size} differs from the checkpoint's image size {model.config.image_size}"
