@@ -155,6 +155,7 @@ PLAN_OPTIONS = (
     "global_frame",
     "local_frames",
     "decode_timeout",
+    "global_output",
     "limit",
     "retry_failed",
     "gpus_per_actor",
@@ -239,6 +240,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         print("\n".join(report.lines()))
     return 0 if report.ok else 1
+
+
+def cmd_convert_checkpoint(args: argparse.Namespace) -> int:
+    from featstore.encoders.original import save_converted
+    from featstore.encoders.presets import ENCODERS
+
+    classes = {"global": "Blip2VisionModel", "local": "ViTMAEModel", "temporal": "VideoMAEModel"}
+    import transformers
+
+    folder = save_converted(args.slot, getattr(transformers, classes[args.slot]), args.file, args.out)
+    enc = ENCODERS[args.slot](str(folder), device="cpu", deterministic=False)
+    print(f"{args.slot}: {args.file} -> {folder} ({type(enc.model).__name__}, weights {enc.spec.weights[:23]}...)")
+    print(f"  use it as: --checkpoint {args.slot}={folder}  (the same spec id as --checkpoint {args.slot}={args.file})")
+    return 0
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
@@ -419,6 +434,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--json", action="store_true", help="print the summary and every sample's figures as JSON")
     compare.set_defaults(func=cmd_compare)
+
+    conv = sub.add_parser(
+        "convert-checkpoint",
+        help="convert an original encoder .pth (eva_vit_g.pth, the MAE / VideoMAE checkpoints) to a transformers folder",
+        description="Convert one of the original Emotion-LLaMA encoder files into the transformers folder "
+        "our encoder loads (save_pretrained), with a featstore_original.json marker so the folder gets the "
+        "original's preprocessing as the file does: global = LAVIS eva_vit_g.pth (Blip2VisionModel at 448 px, "
+        "block 40 dropped, pos_embed interpolated as the original), local = the MAE ViT checkpoint of "
+        "mae_340_UTT (ViTMAEModel), temporal = the VideoMAE checkpoint of maeV_399_UTT (VideoMAEModel). "
+        "Files are read with torch.load(weights_only=True). --checkpoint SLOT=FILE.pth does the same "
+        "conversion at load time; the folder and the file give the same spec id.",
+    )
+    conv.add_argument("slot", choices=("global", "local", "temporal"), help="which encoder the file is")
+    conv.add_argument("file", help="the original .pth")
+    conv.add_argument("out", help="folder to write (config.json, model.safetensors, featstore_original.json)")
+    conv.set_defaults(func=cmd_convert_checkpoint)
 
     gc = sub.add_parser(
         "gc",

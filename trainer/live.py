@@ -59,6 +59,10 @@ class LiveEncoders:
             s: {"upstream": self.decode.upstream(s), **({} if s == "audio" else {"clips_per_forward": clips})}
             for s in FEATURE_SLOTS
         }
+        if saved.get("global_output", "auto") != "auto":
+            options["global"]["output"] = saved["global_output"]
+        # The checkpoints the extraction used (--checkpoint SLOT=SOURCE), e.g. the original's .pth files.
+        overrides = dict(item.split("=", 1) for item in saved.get("checkpoint") or () if "=" in item)
         tiny_dir = None
         if preset == "tiny":
             tiny_dir = ENCODER_TINY_DIR
@@ -66,7 +70,7 @@ class LiveEncoders:
         self.preset = preset
         with _fork_rng():  # loading draws random init weights: keep the caller's RNG as it is
             self.encoders = self.tools.load_encoders(
-                preset, list(FEATURE_SLOTS), device=device, tiny_dir=tiny_dir, options=options
+                preset, list(FEATURE_SLOTS), overrides=overrides, device=device, tiny_dir=tiny_dir, options=options
             )
 
     def spec_ids(self) -> dict[str, str]:

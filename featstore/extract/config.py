@@ -26,7 +26,11 @@ SAVED_FIELDS = (
     "global_frame",
     "local_frames",
     "decode_timeout",
+    "global_output",
 )
+# --global-output choices: auto is the original's ln_vision for weights from its own files
+# (eva_vit_g.pth, or a folder converted from it), BLIP-2's post_layernorm otherwise.
+GLOBAL_OUTPUTS = ("auto", "post_layernorm", "ln_vision")
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
@@ -102,6 +106,13 @@ class ExtractConfig:
         choices=("peak", "middle", "first"),
     )
     local_frames: int = _opt(8, "frames sampled for the MAE face crops")
+    global_output: str = _opt(
+        "auto",
+        "the global feature's final norm: 'ln_vision' (the original's untrained LayerNorm: what the published "
+        "Emotion-LLaMA projectors saw), 'post_layernorm' (BLIP-2's trained one, transformers' last_hidden_state), "
+        "or 'auto' (ln_vision for an original eva_vit_g.pth or a folder converted from it, else post_layernorm)",
+        choices=GLOBAL_OUTPUTS,
+    )
     decode_timeout: float = _opt(60.0, "seconds allowed per clip and modality before it is recorded as failed")
     summary_json: str | None = _opt(None, "also write the run summary as JSON to this local path")
     verbose: bool = _opt(

@@ -33,6 +33,8 @@ def encoder_options(cfg: ExtractConfig, decode: DecodeConfig, slot: str) -> dict
     opts: dict[str, Any] = {"upstream": decode.upstream(slot)}
     if slot != "audio":
         opts["clips_per_forward"] = cfg.batch_size
+    if slot == "global" and cfg.global_output != "auto":
+        opts["output"] = cfg.global_output
     return opts
 
 

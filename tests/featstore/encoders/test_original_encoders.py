@@ -120,7 +120,7 @@ def mae_file(tmp_path_factory):
     return path, ref.eval()
 
 
-def test_mae_file_gives_the_originals_local_feature(mae_file):
+def test_mae_file_gives_the_originals_local_feature(mae_file, tmp_path):
     path, ref = mae_file
     enc = MaeLocalEncoder(str(path), **CPU32, **ORIGINAL_OPTIONS["local"])
     faces = np.stack([_frames(3, 224, 10), _frames(3, 224, 11)])  # 2 clips x 3 face frames
@@ -178,3 +178,37 @@ def test_original_files_are_read_as_tensors_only(tmp_path):
     torch.save({"model": {"x": torch.zeros(1)}, "hook": Hook()}, path)
     with pytest.raises(CheckpointError, match="weights_only=True"):
         MaeLocalEncoder(str(path), device="cpu")
+
+
+def test_the_job_plans_original_files_with_the_originals_preprocessing(mae_file, eva_file):
+    """What jobs/extract.py and featstore plan compute for --checkpoint SLOT=FILE.pth (no Ray: the planner)."""
+    from featstore.extract.config import ExtractConfig
+    from featstore.extract.specs import planned_specs
+
+    cfg = ExtractConfig(
+        preset="tiny", encoders="global,local", checkpoint=[f"local={mae_file[0]}", f"global={eva_file[0]}"]
+    )
+    specs = planned_specs(cfg, None)
+    assert specs["local"].pooling == "cls_token_then_mean_frames"
+    assert specs["local"].preprocess["image_mean"] == [0.0, 0.0, 0.0]
+    assert specs["global"].preprocess["output"].endswith("(the original's ln_vision)")
+    forced = planned_specs(ExtractConfig(**{**cfg.to_dict(), "global_output": "post_layernorm"}), None)
+    assert forced["global"].id != specs["global"].id and forced["local"].id == specs["local"].id
+
+
+def test_convert_checkpoint_command(mae_file, videomae_file, tmp_path, capsys):
+    from featstore.cli import main as cli
+
+    for slot, (path, _), cls in (
+        ("local", mae_file, MaeLocalEncoder),
+        ("temporal", videomae_file, VideoMaeTemporalEncoder),
+    ):
+        out = tmp_path / f"{slot}-converted"
+        assert cli(["convert-checkpoint", slot, str(path), str(out)]) == 0
+        assert f"--checkpoint {slot}={out}" in capsys.readouterr().out
+        tiny = tmp_path / "tiny"
+        by_file = load_encoders("tiny", [slot], overrides={slot: str(path)}, device="cpu", tiny_dir=tiny)[slot]
+        by_folder = load_encoders("tiny", [slot], overrides={slot: str(out)}, device="cpu", tiny_dir=tiny)[slot]
+        assert isinstance(by_folder, cls) and by_file.spec.id == by_folder.spec.id
+    assert cli(["convert-checkpoint", "local", str(tmp_path / "none.pth"), str(tmp_path / "x")]) == 2
+    assert "none.pth" in capsys.readouterr().err
