@@ -50,6 +50,22 @@ class TrainConfig:
     )
     tasks: str = _opt("emotion,reason", "comma-separated tasks: emotion, reason, reason_v2")
     shuffle_buffer: int = _opt(64, "shuffle buffer in samples (0: index order)")
+    prefetch: int = _opt(
+        2,
+        "batches read, collated (and pinned, on GPU) ahead of the step in a background thread; same batches, "
+        "same order (0: in the step's thread)",
+    )
+    loader_workers: int = _opt(
+        0,
+        "DataLoader worker processes reading samples from the cache (0: the prefetch thread reads them). "
+        "Zarr keeps its order with any number; shards are split between workers by file, so their order "
+        "is fixed per number, and a shard epoch resumed mid-way needs the number it started with",
+    )
+    max_txt_len: int = _opt(
+        1024,
+        "answer tokens kept (with </s>), as the original's max_txt_len (its training configs use 1024; "
+        "cut it to fit a smaller card)",
+    )
     # ---- model
     llm: str = _opt("tiny", "causal LM: a folder or hub name for from_pretrained, or 'tiny' (built offline)")
     tiny_dir: str = _opt(DEFAULT_TINY_DIR, "where the tiny LLaMA is built (llm=tiny)")
@@ -62,6 +78,11 @@ class TrainConfig:
     lora_alpha: int = _opt(16, "LoRA alpha")
     lora_dropout: float = _opt(0.05, "LoRA dropout")
     lora_targets: str = _opt("q_proj,v_proj", "comma-separated module names that get LoRA")
+    grad_checkpointing: bool = _opt(
+        False,
+        "recompute the frozen LLaMA's activations in the backward pass instead of keeping them "
+        "(the original's use_grad_checkpoint_llm): much less memory, about a third more compute, same losses",
+    )
     init_from: str | None = _opt(
         None,
         "start from the projector and adapter weights of this checkpoint, or of "
@@ -124,9 +145,18 @@ class TrainConfig:
             "warmup_steps",
             "lora_r",
             "lora_alpha",
+            "prefetch",
+            "loader_workers",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} {getattr(self, name)!r} must be >= 0")
+        if self.max_txt_len < 1:
+            raise ValueError(f"max_txt_len {self.max_txt_len!r} must be at least 1")
+        if self.online and self.loader_workers:
+            raise ValueError(
+                f"loader_workers {self.loader_workers!r}: --online runs the encoders in the training process; "
+                "loader workers read the cache only (use --loader-workers 0)"
+            )
         if self.lora_r < 1:
             raise ValueError(f"lora_r {self.lora_r!r} must be at least 1")
         if self.max_steps is not None and self.max_steps < 1:

@@ -158,31 +158,40 @@ def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 
 class Collator:
-    """Examples -> a batch: token layout from ``trainer.prompt``, features stacked as float32 tensors.
+    """Examples -> a batch: token layout from ``trainer.prompt``, features stacked as tensors of their dtype.
 
     Args:
         tokenizer: the LLM's tokenizer (BOS, EOS; pad falls back to UNK, then EOS).
         num_video: tokens at ``<VideoHere>`` (the model's ``num_video_tokens``).
         num_feature: tokens at ``<FeatureHere>``.
+        max_txt_len: answer tokens kept, ``</s>`` counted (``tokenize_prompt``); None: all.
     """
 
-    def __init__(self, tokenizer, num_video: int, num_feature: int) -> None:
+    def __init__(self, tokenizer, num_video: int, num_feature: int, max_txt_len: int | None = None) -> None:
         self.tokenizer, self.num_video, self.num_feature = tokenizer, num_video, num_feature
+        self.max_txt_len = max_txt_len
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (tokenizer.unk_token_id or tokenizer.eos_token_id)
 
     def __call__(self, batch: Sequence[Example], generation: bool = False) -> dict[str, Any]:
         """Collate; ``generation`` drops the answers and pads on the left."""
         prompts = [
-            tokenize_prompt(self.tokenizer, e.transcript, e.task, e.instruction, None if generation else e.answer)
+            tokenize_prompt(
+                self.tokenizer,
+                e.transcript,
+                e.task,
+                e.instruction,
+                None if generation else e.answer,
+                self.max_txt_len,
+            )
             for e in batch
         ]
         out: dict[str, Any] = batch_prompts(
             prompts, self.num_video, self.num_feature, self.pad_id, "left" if generation else "right"
         )
-        out["features"] = {
-            s: torch.from_numpy(np.stack([e.features[s] for e in batch]).astype(np.float32)) for s in FEATURE_SLOTS
-        }
+        # In the cache's dtype (float16 as stored): half the bytes to pin and copy; the projector casts
+        # to its own dtype on the device, exactly (every float16 is a float32).
+        out["features"] = {s: torch.from_numpy(np.stack([e.features[s] for e in batch])) for s in FEATURE_SLOTS}
         out["sample_ids"] = [e.sample_id for e in batch]
         out["tasks"] = [e.task for e in batch]
         return out
@@ -210,23 +219,35 @@ class EpochStream:
         batch_size: examples per batch on this rank.
         seed: fixes orders and instructions.
         shuffle: shuffle the Zarr sample order per epoch (shards shuffle in the ShardDataset).
+        workers: DataLoader worker processes reading the samples (``trainer.loader.read_samples``);
+            0 reads in this process. A map-style dataset keeps its order with any number; shards
+            are split between workers by file, so their order is fixed per number of workers.
     """
 
     def __init__(
-        self, dataset, tasks: Sequence[Task], collate: Collator, batch_size: int, seed: int, shuffle: bool
+        self,
+        dataset,
+        tasks: Sequence[Task],
+        collate: Collator,
+        batch_size: int,
+        seed: int,
+        shuffle: bool,
+        workers: int = 0,
     ) -> None:
         self.dataset, self.tasks, self.collate = dataset, list(tasks), collate
-        self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
+        self.batch_size, self.seed, self.shuffle, self.workers = batch_size, seed, shuffle, workers
 
-    def _samples(self, epoch: int) -> Iterator[Mapping[str, Any]]:
+    def _samples(self, epoch: int) -> Iterable[Mapping[str, Any]]:
+        from trainer.loader import read_samples
+
         if hasattr(self.dataset, "set_epoch"):  # shards: order and rank split inside the dataset
             self.dataset.set_epoch(epoch)
-            return iter(self.dataset)
+            return read_samples(self.dataset, self.workers)
         order = list(range(len(self.dataset)))
         if self.shuffle:
             random.Random(f"{self.seed}:{epoch}").shuffle(order)
         rank, world = dist_info()
-        return (self.dataset[i] for i in order[rank::world])
+        return read_samples(self.dataset, self.workers, order[rank::world])
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[bool, dict[str, Any]]]:
         """Endless ``(fresh, batch)`` pairs of ``epoch`` from batch number ``start`` on.

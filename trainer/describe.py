@@ -2,6 +2,7 @@
 
     python -m trainer.describe --preset emotion-llama [--json]
     python -m trainer.describe --preset tiny
+    python -m trainer.describe --memory --batch-size 1 --dtype bf16 [--tokens 400] [--grad-checkpointing]
 
 The model is built on the meta device (shapes only), so the 7B preset costs
 nothing to describe. Real size: 33,554,432 LoRA and 41,439,232 projector
@@ -97,9 +98,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--preset", choices=sorted(PRESET_SHAPES), default="emotion-llama", help="model preset (default: emotion-llama)"
     )
     parser.add_argument("--lora-r", type=int, default=64, help="LoRA rank (default: 64)")
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="estimate the peak GPU memory of one training worker (trainer.memory: weights, optimizer state, "
+        "activations measured at real width on this CPU, logits) and the largest batch on 24, 40 and 80 GB cards",
+    )
+    parser.add_argument("--batch-size", type=int, default=1, help="--memory: examples a micro-batch (default: 1)")
+    parser.add_argument(
+        "--tokens",
+        type=int,
+        default=400,
+        help="--memory: sequence length: 260 feature tokens + prompt + answer (default: 400; "
+        "up to about 1344 for reasoning answers at max_txt_len 1024)",
+    )
+    parser.add_argument(
+        "--dtype", choices=("bf16", "fp32"), default="bf16", help="--memory: the frozen LLaMA's dtype (default: bf16)"
+    )
+    parser.add_argument(
+        "--grad-checkpointing", action="store_true", help="--memory: with the trainer's --grad-checkpointing"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     args = parser.parse_args(argv)
-    d = describe(args.preset, LoraSettings(r=args.lora_r))
+    lora = LoraSettings(r=args.lora_r)
+    if args.memory:
+        from trainer.memory import CARDS_GB, estimate_memory, largest_batch, memory_text
+
+        try:
+            d = estimate_memory(args.preset, args.batch_size, args.tokens, args.dtype, args.grad_checkpointing, lora)
+        except ValueError as e:
+            parser.error(str(e))
+        d["largest_batch"] = (
+            {
+                f"{gb} GB": {
+                    ck: largest_batch(args.tokens, gb, ck == "checkpointing", args.preset, lora)
+                    for ck in ("no checkpointing", "checkpointing")
+                }
+                for gb in CARDS_GB
+            }
+            if args.dtype == "bf16"
+            else {}
+        )
+        if args.json:
+            print(json.dumps(d, indent=2))
+        else:
+            print(memory_text(d))
+            for card, fit in d["largest_batch"].items():
+                print(
+                    f"  largest batch on a {card} card at {args.tokens} tokens: "
+                    + ", ".join(f"{k} {v}" for k, v in fit.items())
+                )
+        return 0
+    d = describe(args.preset, lora)
     print(json.dumps(d, indent=2) if args.json else _text(d))
     return 0
 

@@ -44,10 +44,14 @@ class LoraSettings:
 
 def wrap_lora(llm: nn.Module, lora: LoraSettings) -> nn.Module:
     """Freeze every LLM weight and add LoRA adapters (the only trainable LLM parameters)."""
+    import warnings
+
     from peft import get_peft_model
 
     llm.requires_grad_(False)
-    return get_peft_model(llm, lora.peft_config())
+    with warnings.catch_warnings():  # peft asks transformers' deprecated is_gradient_checkpointing: not ours to fix
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(llm, lora.peft_config())
 
 
 class EmotionLlama(nn.Module):
@@ -75,6 +79,11 @@ class EmotionLlama(nn.Module):
     def num_feature_tokens(self) -> int:
         """Tokens at ``<FeatureHere>``: local, temporal, audio, CLS."""
         return len(VECTOR_SLOTS) + 1
+
+    def gradient_checkpointing(self) -> None:
+        """Recompute the LLM's layer activations in the backward pass (non-reentrant checkpoints,
+        which replay the RNG: the same dropout masks, so the same losses)."""
+        self.llm.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     def embed(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """Prompt embeddings of a batch from ``trainer.data.collate`` (training or generation layout)."""

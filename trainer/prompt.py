@@ -45,7 +45,14 @@ class PromptIds:
     answer: tuple[int, ...] = ()
 
 
-def tokenize_prompt(tokenizer, transcript: str, task: str, instruction: str, answer: str | None = None) -> PromptIds:
+def tokenize_prompt(
+    tokenizer,
+    transcript: str,
+    task: str,
+    instruction: str,
+    answer: str | None = None,
+    max_txt_len: int | None = None,
+) -> PromptIds:
     """Tokenize one example as the original does: each text piece on its own, BOS before the
     first, the answer on its own followed by EOS.
 
@@ -53,6 +60,9 @@ def tokenize_prompt(tokenizer, transcript: str, task: str, instruction: str, ans
         tokenizer: a transformers tokenizer with ``bos_token_id`` and ``eos_token_id``.
         transcript, task, instruction: fill the template.
         answer: the target text; None for a generation prompt.
+        max_txt_len: keep this many answer tokens, ``</s>`` counted, as the original's
+            tokenizer call (``truncation=True, max_length=max_txt_len`` on answer + ``</s>``) does:
+            a longer answer loses its end, ``</s>`` included. None: all.
 
     Raises:
         ValueError: when the tokenizer has no BOS or EOS token.
@@ -66,7 +76,8 @@ def tokenize_prompt(tokenizer, transcript: str, task: str, instruction: str, ans
     pieces = ((tokenizer.bos_token_id, *ids[0]), tuple(ids[1]), tuple(ids[2]))
     if answer is None:
         return PromptIds(pieces)
-    return PromptIds(pieces, (*tokenizer(answer, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id))
+    ids = (*tokenizer(answer, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id)
+    return PromptIds(pieces, ids if max_txt_len is None else ids[:max_txt_len])
 
 
 def batch_prompts(

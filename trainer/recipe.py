@@ -23,6 +23,7 @@ import torch
 from trainer import checkpoint as ckpt
 from trainer.config import TrainConfig
 from trainer.data import Collator, EpochStream, dist_info, open_cache
+from trainer.loader import Prefetcher, pin_batch, to_device
 from trainer.model import LoraSettings, build_model
 from trainer.tasks import parse_tasks
 
@@ -125,8 +126,12 @@ class TrainRecipe:
             _check_ids(ckpt.read_state(init)["spec_ids"], self.info.spec_ids, f"--init-from {init}")
             ckpt.load_weights(init, self.model)
         self.tasks = parse_tasks(cfg.tasks)
-        collate = Collator(self.tokenizer, self.model.num_video_tokens, self.model.num_feature_tokens)
-        self.stream = EpochStream(self.dataset, self.tasks, collate, cfg.batch_size, cfg.seed, cfg.shuffle_buffer > 0)
+        if cfg.grad_checkpointing:
+            self.model.gradient_checkpointing()
+        collate = Collator(self.tokenizer, self.model.num_video_tokens, self.model.num_feature_tokens, cfg.max_txt_len)
+        self.stream = EpochStream(
+            self.dataset, self.tasks, collate, cfg.batch_size, cfg.seed, cfg.shuffle_buffer > 0, cfg.loader_workers
+        )
         self.optimizer, self.scheduler = self._optim()
         if state:
             same_world = state["world_size"] == self.world
@@ -135,6 +140,7 @@ class TrainRecipe:
             self.last_checkpoint, self.checkpointed_step = Path(resume_from), self.step
             self.last_loss = float(state.get("loss", float("nan")))
             if same_world:  # the data position counts this split's batches
+                self._check_loader_workers(state, resume_from)
                 self.batches_in_epoch = state["data"]["batches_in_epoch"]
                 self.samples_in_epoch = state["data"]["samples_in_epoch"]
             else:
@@ -149,6 +155,17 @@ class TrainRecipe:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self._open_logs()
+
+    def _check_loader_workers(self, state: dict[str, Any], folder: str | Path) -> None:
+        """Shards are split between loader workers by file: a mid-epoch position holds for one number."""
+        cfg, data = self.cfg, state["data"]
+        was = int(data.get("loader_workers", 0))
+        if cfg.cache == "shards" and not cfg.online and data["batches_in_epoch"] and was != cfg.loader_workers:
+            raise ValueError(
+                f"checkpoint {folder} stopped mid-epoch reading shards with --loader-workers {was}; the order "
+                f"of shard samples depends on that number, so resume with --loader-workers {was} "
+                f"(not {cfg.loader_workers}) or from a checkpoint at an epoch's end"
+            )
 
     def _init_from_original(self, path: str) -> dict[str, Any]:
         """Start from an original ``.pth`` (Emotion-LLaMA's, or MiniGPT-v2's base with its feature
@@ -223,28 +240,13 @@ class TrainRecipe:
             disable=not cfg.progress or self.rank != 0,
         )
         sleep = float(os.environ.get(STEP_SLEEP_ENV, "0") or 0)
-        loss = self.last_loss
         while self.step < self.total_steps and self.epoch < cfg.epochs:
-            stream = self.stream.batches(self.epoch, self.batches_in_epoch)
-            while self.step < self.total_steps:
-                micro = self._micro_batches(stream)
-                if not micro:  # this epoch's data is used up on every rank
-                    self.epoch, self.batches_in_epoch, self.samples_in_epoch = self.epoch + 1, 0, 0
-                    break
-                t0 = time.perf_counter()
-                loss, lr = self._optimizer_step(micro)
-                samples = sum(len(b["sample_ids"]) for b in micro) * self.world
-                self.step += 1
-                self.batches_in_epoch += len(micro)
-                self.samples_in_epoch += sum(len(b["sample_ids"]) for b in micro)
-                self.last_loss = loss
-                self._log(loss, lr, samples / (time.perf_counter() - t0), micro)
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{samples / (time.perf_counter() - t0):.1f}")
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
-                    self.save_checkpoint()
-                if sleep:
-                    time.sleep(sleep)
+            stream = self._batches()
+            try:
+                self._epoch(stream, bar, sleep)
+            finally:
+                if isinstance(stream, Prefetcher):
+                    stream.close()
         bar.close()
         if self.checkpointed_step != self.step:
             self.save_checkpoint()
@@ -252,12 +254,44 @@ class TrainRecipe:
         return {
             "steps": self.step,
             "epoch": self.epoch,
-            "loss": loss,
+            "loss": self.last_loss,
             "checkpoint": str(self.last_checkpoint),
             "out_dir": str(Path(cfg.out_dir)),
             "tensorboard": str(Path(cfg.out_dir) / "tb"),
             "losses": str(Path(cfg.out_dir) / "losses.jsonl"),
         }
+
+    def _batches(self):
+        """This epoch's batches from the data position on; read and collated ahead in a thread
+        (``--prefetch``), pinned for a CUDA step."""
+        stream = self.stream.batches(self.epoch, self.batches_in_epoch)
+        if not self.cfg.prefetch:
+            return stream
+        pin = self.device.type == "cuda"
+        return Prefetcher(stream, self.cfg.prefetch, (lambda fb: (fb[0], pin_batch(fb[1]))) if pin else None)
+
+    def _epoch(self, stream, bar, sleep: float) -> None:
+        """Optimizer steps until the epoch's data is used up on every rank (or the last step)."""
+        cfg = self.cfg
+        while self.step < self.total_steps:
+            micro = self._micro_batches(stream)
+            if not micro:  # this epoch's data is used up on every rank
+                self.epoch, self.batches_in_epoch, self.samples_in_epoch = self.epoch + 1, 0, 0
+                break
+            t0 = time.perf_counter()
+            loss, lr = self._optimizer_step(micro)
+            samples = sum(len(b["sample_ids"]) for b in micro) * self.world
+            self.step += 1
+            self.batches_in_epoch += len(micro)
+            self.samples_in_epoch += sum(len(b["sample_ids"]) for b in micro)
+            self.last_loss = loss
+            self._log(loss, lr, samples / (time.perf_counter() - t0), micro)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{samples / (time.perf_counter() - t0):.1f}")
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
+                self.save_checkpoint()
+            if sleep:
+                time.sleep(sleep)
 
     def _micro_batches(self, stream) -> list[dict[str, Any]]:
         """Up to ``grad_accum`` batches; fewer at the end of the epoch, none once every rank is through it."""
@@ -282,8 +316,7 @@ class TrainRecipe:
         amp = cfg.bf16 and self.device.type == "cuda"
         total = 0.0
         for batch in micro:
-            inputs = {k: batch[k].to(self.device) for k in _MODEL_KEYS}
-            inputs["features"] = {k: v.to(self.device) for k, v in batch["features"].items()}
+            inputs = to_device(batch, _MODEL_KEYS, self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
                 loss = self.ddp(inputs).loss
             (loss / len(micro)).backward()
@@ -333,6 +366,7 @@ class TrainRecipe:
                 "epoch": self.epoch,
                 "batches_in_epoch": self.batches_in_epoch,
                 "samples_in_epoch": self.samples_in_epoch,
+                "loader_workers": self.cfg.loader_workers,
                 "source": self.info.source,
             },
             "config": self.cfg.to_dict(),

@@ -59,7 +59,13 @@ def test_checkpoint_contents(trained, cache):
     folder = summary["checkpoint"]
     state = json.loads(open(f"{folder}/state.json").read())
     assert state["step"] == 2 and state["spec_ids"] == cache[2]
-    assert state["data"] == {"epoch": 0, "batches_in_epoch": 2, "samples_in_epoch": 4, "source": str(cache[1])}
+    assert state["data"] == {
+        "epoch": 0,
+        "batches_in_epoch": 2,
+        "samples_in_epoch": 4,
+        "loader_workers": 0,
+        "source": str(cache[1]),
+    }
     assert TrainConfig.from_dict(state["config"]) == recipe.cfg
     for name in ("projector.pt", "optimizer.pt", "scheduler.pt", "rng-rank0.pt"):
         torch.load(f"{folder}/{name}", weights_only=True)  # no pickled objects

@@ -84,7 +84,13 @@ def test_kill_and_resume_continues_the_same_loss_curve(cache, tiny_llm, tmp_path
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "checkpoints" / f"step-{STEPS:08d}").exists()  # killed mid-run, not after it
     state = json.loads(mid.read_text())
-    assert state["data"] == {"epoch": 0, "batches_in_epoch": 6, "samples_in_epoch": 12, "source": str(shards)}
+    assert state["data"] == {
+        "epoch": 0,
+        "batches_in_epoch": 6,
+        "samples_in_epoch": 12,
+        "loader_workers": 0,
+        "source": str(shards),
+    }
 
     resumed = subprocess.run(_args(shards, tiny_llm, out), env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
