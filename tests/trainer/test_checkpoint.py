@@ -100,5 +100,14 @@ def test_init_from_loads_weights_not_optimizer(trained, cache, tiny_llm, tmp_pat
     )
     stage2.setup()
     assert torch.equal(stage2.model.projector.cls.weight, recipe.model.projector.cls.weight)
+    trained = {n: p for n, p in recipe.model.named_parameters() if "lora_" in n}
+    loaded = {n: p for n, p in stage2.model.named_parameters() if "lora_" in n}
+    assert trained and set(loaded) == set(trained)
+    for name, p in trained.items():  # every LoRA matrix, A and B of q_proj and v_proj in every layer
+        assert torch.equal(loaded[name], p), name
+    # lora_B starts at zero: after training they are not, so a load that skipped them would be seen
+    assert all(p.abs().sum() > 0 for n, p in trained.items() if "lora_B" in n)
+    for name, p in stage2.model.projector.named_parameters():
+        assert torch.equal(p, dict(recipe.model.projector.named_parameters())[name]), name
     assert stage2.step == 0 and not stage2.optimizer.state
     assert set(stage2.scheduler.get_last_lr()) == {1e-6}

@@ -24,13 +24,13 @@ CASES = {
     # 'fear' and 'disgust' are predicted but never true.
     "absent_from_truth": (
         DFEW,
-        ["happy", "happy", "sad", "neutral", "angry", "neutral"],
-        ["fear", "happy", "disgust", "neutral", "angry", "sad"],
+        ["happy", "happy", "sad", "neutral", "angry", "neutral", "angry"],
+        ["fear", "happy", "disgust", "neutral", "angry", "sad", "angry"],
     ),
     "invalid_class": (
         MER + ("invalid",),
-        ["happy", "sad", "neutral", "worried", "angry"],
-        ["invalid", "sad", "invalid", "worried", "neutral"],
+        ["happy", "sad", "neutral", "worried", "angry", "sad", "sad"],
+        ["invalid", "sad", "invalid", "worried", "neutral", "sad", "happy"],
     ),
     "all_right": (MER, ["happy", "sad", "neutral"], ["happy", "sad", "neutral"]),
     "all_wrong": (DFEW, ["happy", "sad"], ["sad", "happy"]),
@@ -52,7 +52,10 @@ def test_metrics_equal_scikit_learn(case):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sklearn warns about the absent classes this test is about
         assert rep["accuracy"] == pytest.approx(sk.accuracy_score(truth, pred), abs=1e-12)
-        assert rep["war"] == rep["accuracy"]
+        # WAR: recall weighted by support, computed by scikit-learn on its own (it equals accuracy)
+        assert rep["war"] == pytest.approx(
+            sk.recall_score(truth, pred, labels=labels, average="weighted", zero_division=0), abs=1e-12
+        )
         assert rep["weighted_f1"] == pytest.approx(
             sk.f1_score(truth, pred, labels=labels, average="weighted", zero_division=0), abs=1e-12
         )
@@ -63,6 +66,23 @@ def test_metrics_equal_scikit_learn(case):
         got = rep["per_class"][c]
         assert (got["precision"], got["recall"], got["f1"]) == pytest.approx((p[i], r[i], f[i]), abs=1e-12), c
         assert got["support"] == s[i]
+
+
+def test_the_fixed_cases_tell_weighted_from_macro_f1():
+    """A report that averaged F1 without weights (or recall with) must fail the cases above: each case but
+    the all-right / all-wrong ones has weighted F1 != macro F1 and UAR != accuracy."""
+    for name, (classes, truth, pred) in CASES.items():
+        if name in ("all_right", "all_wrong"):
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            present = sorted(set(truth))
+            weighted = sk.f1_score(truth, pred, labels=list(classes), average="weighted", zero_division=0)
+            macro = sk.f1_score(truth, pred, labels=present, average="macro", zero_division=0)
+            assert abs(weighted - macro) > 1e-3, name
+            assert abs(sk.balanced_accuracy_score(truth, pred) - sk.accuracy_score(truth, pred)) > 1e-3, name
+        rep = classification_report(truth, pred, classes)
+        assert rep["macro_f1"] == pytest.approx(macro, abs=1e-12), name
 
 
 def test_uar_averages_only_the_classes_in_the_truth():
