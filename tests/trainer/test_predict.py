@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import string
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,12 @@ def test_json_output_names_the_spec_ids(demo_tree, tmp_path):
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["label"] in LABEL_SETS["merr"] and out["spec_ids"] == ids and out["encoders"] == "tiny"
+    # the label is the answer's last word when it is a label (known), else neutral (not known): parsed
+    # here on its own, so a parser that always said neutral, or dropped `known`, fails
+    words = out["answer"].split()
+    last = words[-1].strip(string.punctuation + string.whitespace).lower() if words else ""
+    assert out["known"] == (last in LABEL_SETS["merr"])
+    assert out["label"] == (last if out["known"] else "neutral")
     assert set(out) >= {"answer", "reasoning", "known", "checkpoint", "clip"}
 
 
@@ -85,6 +92,29 @@ def test_live_features_are_the_extractions_and_reach_the_training_prompt(demo_tr
         np.testing.assert_array_equal(seen[0].features[slot], stored[slot])
     for slot, x in seen[0].features.items():
         assert x.shape == stored[slot].shape and np.isfinite(x).all() and np.abs(x).sum() > 0, slot
+    # a raw clip has no annotated peak: the global feature is the encoder's on the middle frame, computed
+    # here by featstore's decoder and encoder called directly (and it differs from the first frame's)
+    middle, first = (_global_feature(root, "demo_0002", frame) for frame in ("middle", "first"))
+    np.testing.assert_array_equal(seen[0].features["global"], middle)
+    assert not np.array_equal(middle, first)
+
+
+def _global_feature(root: Path, sample_id: str, frame: str) -> np.ndarray:
+    from featstore.encoders import load_encoders
+    from featstore.manifest import Sample
+    from featstore.media.clip import DecodeConfig, collate, decode_clip
+    from trainer.live import ENCODER_TINY_DIR
+
+    decode = DecodeConfig(global_frame=frame)
+    enc = load_encoders(
+        "tiny", ["global"], tiny_dir=ENCODER_TINY_DIR,
+        options={"global": {"upstream": decode.upstream("global"), "clips_per_forward": 1}},
+    )["global"]  # fmt: skip
+    data = root / "demo_out" / "data"
+    clip = decode_clip(Sample.from_dict({"sample_id": sample_id, "video": f"clips/{sample_id}.mp4"}), data,
+                       ["global"], decode)  # fmt: skip
+    _, inputs = collate([clip], "global")
+    return np.asarray(enc(inputs)["global"])[0].astype(enc.spec.dtype)
 
 
 def test_a_checkpoint_of_other_spec_ids_is_refused_naming_both(demo_tree, tmp_path):
