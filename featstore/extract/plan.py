@@ -279,7 +279,7 @@ def plan_extraction(
             if retry_failed:
                 old[free & (raw == FAILED)] = REASONS.index(RETRY)
             else:
-                back = _failed_at_manifest(feat, np.flatnonzero(free & (raw == FAILED) & usable_rows))
+                back = media_back_rows(feat, free & (raw == FAILED), usable_rows)
                 old[back] = REASONS.index(MEDIA_BACK)
                 failed_kept = int((free & (raw == FAILED)).sum()) - len(back)
             old[free & (raw == PENDING)] = REASONS.index(NOT_YET)
@@ -357,8 +357,11 @@ def unit_works(store: FeatureStore, plan: Plan | Mapping[str, str], retry_failed
                 todo.setdefault(unit, []).append(slot)
         sizes = {store.feature(k).unit_size for k in plan.values()}
         if len(sizes) == 1:
-            for slot, unit in _media_back(store, plan, next(iter(sizes))):
-                todo[unit] = [s for s in plan if s == slot or s in todo.get(unit, [])]  # slot order
+            usable = np.array([a.get("error") is None for a in store.annotations()], dtype=bool)
+            for slot, key in plan.items():
+                feat = store.feature(key)
+                for unit in np.unique(media_back_rows(feat, feat.raw_status() == FAILED, usable) // feat.unit_size):
+                    todo[int(unit)] = [s for s in plan if s == slot or s in todo.get(int(unit), [])]  # slot order
     if len(sizes) > 1:
         raise ValueError(f"the specs of one run must share a unit size; they have {sorted(sizes)}")
     if not todo:
@@ -375,11 +378,13 @@ def unit_works(store: FeatureStore, plan: Plan | Mapping[str, str], retry_failed
     return works
 
 
-def _failed_at_manifest(feat: Any, rows: np.ndarray) -> np.ndarray:
-    """Those of ``rows`` (failed samples) whose failure stage is ``manifest``: their media
-    was unusable when their unit was last written and is usable now, while their media
-    hash stayed (features kept from before the media went missing), so nothing else
-    makes them pending. Reads the failure stage of those rows only."""
+def media_back_rows(feat: Any, failed: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """The one "media usable again" rule: rows failed (``failed``, a mask) at stage
+    ``manifest`` whose media is usable now (``usable``, a mask). Their media was
+    unusable when their unit was last written, while their media hash stayed
+    (features kept from before the media went missing), so nothing else makes them
+    pending. Reads the failure stage of those rows only."""
+    rows = np.flatnonzero(failed & usable)
     if rows.size == 0:
         return rows
     from featstore.store.layout import decode_text
@@ -394,18 +399,3 @@ def plan_summary(plan: Plan) -> dict[str, Any]:
         slot: {"to_compute": sp.to_compute, "todo": dict(sp.todo), "units": len(sp.units), "changes": sp.changes}
         for slot, sp in plan.specs.items()
     }
-
-
-def _media_back(store: FeatureStore, keys: Mapping[str, str], unit_size: int) -> list[tuple[str, int]]:
-    """``(slot, unit)`` of failures at stage ``manifest`` whose sample's media is usable again.
-
-    A new problem sample's media hash changes when its file appears, so it is
-    pending anyway; this catches a sample that kept its content hash (features
-    computed before its file went missing) and was failed by a rewrite of its
-    unit, then got back the same bytes."""
-    return [
-        (slot, r["index"] // unit_size)
-        for slot, key in keys.items()
-        for r in store.feature(key).failures()
-        if r["stage"] == MANIFEST_STAGE and store.annotation(r["sample_id"]).get("error") is None
-    ]
