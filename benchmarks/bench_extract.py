@@ -24,11 +24,11 @@ run compare side by side.
 The end-to-end and scaling runs are repeated per ``--variants``: ``default``
 is what ``jobs/extract.py`` does now (``ExtractConfig``'s CPU requests: actors
 0.01, decode tasks 0.9, one 0.05-CPU write task a unit committing it as it
-arrives, ``commit_units``; Ray Data's per-operator reservation off); ``old`` is
-what it did before issue 13 (actors 0.25 CPU, decode tasks 1 CPU, reservation on,
-``write_datasink(StoreSink)``), which on a 2-CPU node held decoding to one task
-at a time and the writes back until decoding ended; ``tuned`` is ``old`` with
-actors at 0 CPU and the reservation off (the earlier benchmark's best).
+arrives, ``commit_units``; Ray Data's per-operator reservation off);
+``reserved`` is the same with the reservation on and Ray Data's default CPU
+requests (actors 0.25, decode tasks 1). The ``old`` and ``tuned`` variants of
+the issue-13 runs in BENCHMARKS.md wrote through a ``Datasink``; that write path
+is gone from the job and from this benchmark.
 
 Start-up: every actor pool loads its models before any unit starts
 (``DataContext.wait_for_min_actors_s``), a warm-up decode run starts the task
@@ -99,7 +99,6 @@ class Variant:
     cpus_per_actor: float  # CPUs each encoder actor reserves
     decode_cpus: float  # CPUs each decode task reserves
     reservation: bool  # Ray Data's per-operator resource reservation (DataContext.op_resource_reservation_enabled)
-    write: str  # "stage": commit_units (a write task a unit, committed as it arrives); "datasink": write_datasink
 
 
 VARIANTS = {
@@ -109,12 +108,9 @@ VARIANTS = {
         cpus_per_actor=ExtractConfig.cpus_per_actor,
         decode_cpus=ExtractConfig.decode_cpus,
         reservation=RESERVATION,
-        write="stage",
     ),
-    # what it did before issue 13: Ray Data's defaults and a Datasink
-    "old": Variant("old", cpus_per_actor=0.25, decode_cpus=1.0, reservation=True, write="datasink"),
-    # the earlier benchmark's tuned settings: no CPU for actors, no per-operator reservation, a Datasink
-    "tuned": Variant("tuned", cpus_per_actor=0.0, decode_cpus=1.0, reservation=False, write="datasink"),
+    # Ray Data's default CPU requests and per-operator reservation, with the job's write stage
+    "reserved": Variant("reserved", cpus_per_actor=0.25, decode_cpus=1.0, reservation=True),
 }
 
 
@@ -210,23 +206,6 @@ class TimedStoreSink(StoreSink):
             out.append(json.dumps({**rec, "decode_s": stats["seconds"].get("decode")}))
         return {"stats": np.array(out, dtype=object)}
 
-    def write(self, blocks: Iterable[Block], ctx: Any) -> list[dict[str, Any]]:
-        store = FeatureStore.open(self.store_url, "r+")
-        done = []
-        for block in blocks:
-            for row in BlockAccessor.for_block(block).iter_rows(public_row_format=True):
-                stats = self._write_unit(store, row["work"])
-                done.append(
-                    {
-                        "unit": stats["unit"],
-                        "clips": stats["clips"],
-                        "t_start": float(row["t_start"]),
-                        "t_done": time.time(),
-                        "decode_s": stats["seconds"].get("decode"),
-                    }
-                )
-        return done
-
 
 class NullSink(Datasink):
     """Drops every unit, returning its start time and when it arrived (the encode-only run's end)."""
@@ -282,12 +261,12 @@ def decode_ds(
     )
 
 
-def timed_write(ds: ray.data.Dataset, sink: Any, how: str = "datasink", cfg: ExtractConfig | None = None):
-    """Run ``ds`` into ``sink`` (``how``: "datasink" or "stage", the job's ``commit_units``) and return
-    the run's figures."""
+def timed_write(ds: ray.data.Dataset, sink: Any, cfg: ExtractConfig | None = None):
+    """Run ``ds`` into ``sink`` and return the run's figures: a ``StoreSink`` through the job's
+    ``commit_units`` (with ``cfg``), the encode-only run's ``NullSink`` (``cfg`` None) as a Datasink."""
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    if how == "stage":
+    if cfg is not None:
         commit_units(ds, sink, cfg)
     else:
         ds.write_datasink(sink)
@@ -332,7 +311,7 @@ def run_end_to_end(cfg: ExtractConfig, decode: DecodeConfig, variant: Variant) -
     works = unit_works(prep.store, prep.keys, retry_failed=False)
     with ray_data_reservation(variant.reservation), stamped_build_dataset():
         sink = TimedStoreSink(prep.store.url, prep.keys)
-        out = timed_write(build_dataset(cfg, decode, prep, works), sink, variant.write, cfg)
+        out = timed_write(build_dataset(cfg, decode, prep, works), sink, cfg)
     store = FeatureStore.open(prep.store.url)
     counts = {slot: store.feature(k).counts() for slot, k in prep.keys.items()}
     if any(c["pending"] for c in counts.values()):
@@ -362,7 +341,7 @@ def run_scaled(
             num_cpus=variant.cpus_per_actor,
             fn_constructor_kwargs={"seconds": seconds, "shapes": shapes},
         )
-        return timed_write(ds, TimedStoreSink(store_url, keys), variant.write, cfg)
+        return timed_write(ds, TimedStoreSink(store_url, keys), cfg)
 
 
 # ---- the two sections ----------------------------------------------------------------------------------------
@@ -542,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick",
         action="store_true",
         help="a smoke run of a few minutes: --n 12 --seconds 1 --encoders local,audio --actors 1,4 "
-        "--variants default,old unless given",
+        "--variants default,reserved unless given",
     )
     p.add_argument("--n", type=int, default=None, help="demo clips to make and extract (default 32; quick 12)")
     p.add_argument("--seconds", type=float, default=None, help="seconds per demo clip (default 2; quick 1)")
@@ -565,9 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="scheduling settings the end-to-end and scaling runs repeat with, comma-separated: "
         "'default' (what jobs/extract.py does: actors 0.01 CPU, decode tasks 0.9, a write task a unit, "
-        "no per-operator reservation), 'old' (before issue 13: actors 0.25 CPU, decode 1, Ray Data's "
-        "per-operator reservation, a Datasink) and 'tuned' (old with actors at 0 CPU and no reservation) "
-        "(default default,old,tuned; quick default,old)",
+        "no per-operator reservation) and 'reserved' (actors 0.25 CPU, decode 1, Ray Data's "
+        "per-operator reservation, the same write stage) (default both)",
     )
     p.add_argument(
         "--sim-factor",
@@ -600,7 +578,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.seconds = args.seconds or (1.0 if args.quick else 2.0)
     args.actors = args.actors or ([1, 4] if args.quick else [1, 2, 4])
     args.encoders = args.encoders or ("local,audio" if args.quick else "global,local,temporal,audio")
-    args.variants = args.variants or ([VARIANTS["default"], VARIANTS["old"]] if args.quick else list(VARIANTS.values()))
+    args.variants = args.variants or list(VARIANTS.values())
     if args.unit_size < 1 or args.unit_size & (args.unit_size - 1):
         p.error(f"--unit-size {args.unit_size} must be a power of two")
     if args.n // args.unit_size < 4:

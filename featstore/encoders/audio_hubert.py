@@ -12,7 +12,6 @@ is small next to decoding, and a clip is thousands of frames of work anyway.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -46,16 +45,12 @@ class HubertAudioEncoder:
 
     Args:
         source: A folder or hub name of a HuBERT checkpoint, e.g. ``"TencentGameMate/chinese-hubert-large"``.
-        device: as ``EvaGlobalEncoder``.
-        dtype: as ``EvaGlobalEncoder``.
         sample_rate: the rate the waveform must already be at (recorded, not resampled here).
         normalize: zero-mean unit-variance each clip over its valid samples (the
             checkpoint's preprocessor_config ``do_normalize``).
-        output_dtype: as ``EvaGlobalEncoder``.
-        attn_implementation: as ``EvaGlobalEncoder``.
-        deterministic: as ``EvaGlobalEncoder``.
-        upstream: as ``EvaGlobalEncoder`` (e.g. audio decoder, downmix, maximum seconds).
         name: the feature's name in the store.
+        **common: as ``EvaGlobalEncoder`` (``clips_per_forward`` is 1: each clip alone);
+            ``upstream`` records e.g. the audio decoder, downmix, maximum seconds.
 
     Raises:
         CheckpointNotFoundError: the source cannot be found.
@@ -67,58 +62,31 @@ class HubertAudioEncoder:
         self,
         source: str,
         *,
-        device: str | None = None,
-        dtype: str | None = None,
         sample_rate: int = 16000,
         normalize: bool = True,
-        output_dtype: str = "float16",
-        attn_implementation: str = "sdpa",
-        deterministic: bool = True,
-        upstream: Mapping[str, Any] | None = None,
         name: str = "audio",
+        **common: Any,
     ) -> None:
-        self.source = str(source)
-        self.device = base.choose_device(device)
-        self.compute_dtype = base.choose_dtype(self.device, dtype)
-        self.output_dtype = base.check_output_dtype(output_dtype)
         self.sample_rate = positive_int("sample_rate", sample_rate)
         if not isinstance(normalize, bool):
             raise ValueError(f"normalize must be a bool, got {normalize!r}")
         self.normalize = normalize
-        self.attn = base.check_attn_implementation(attn_implementation)
-        self.upstream = base.check_upstream(upstream)
-        self.name = name
-        if deterministic:
-            base.ask_for_determinism(self.device)
+        base.init_common(self, source, name, clips_per_forward=1, **common)  # each clip alone at its own length
         model = checkpoints.load_model(name, HubertModel, self.source, attn_implementation=self.attn)
-        self.weights = base.fingerprint_state_dict(model)
-        self.config_hash = base.fingerprint_config(model.config)
-        self.model = base.freeze(model, self.device, self.compute_dtype)
+        base.adopt_model(self, model)
         self.min_samples = min_input_samples(model)
 
     @property
     def spec(self) -> FeatureSpec:
         """The FeatureSpec of what this encoder writes."""
         preprocess = {
-            "upstream": self.upstream,
             "sample_rate": self.sample_rate,
             "channels": 1,
             "normalize": "zero_mean_unit_var per clip, eps 1e-07" if self.normalize else "none",
             "padding": "none (each clip alone at its own length)",
             "pooling_dtype": "float32",
-            **base.common_preprocess(self.config_hash, self.device, self.compute_dtype, self.attn, 1),
         }
-        return FeatureSpec(
-            name=self.name,
-            encoder=type(self.model).__name__,
-            weights=self.weights,
-            shape=(self.model.config.hidden_size,),
-            dtype=self.output_dtype.name,
-            preprocess=preprocess,
-            layer=None,
-            pooling="mean_time",
-            source=self.source,
-        )
+        return base.encoder_spec(self, preprocess, (self.model.config.hidden_size,), "mean_time")
 
     def preprocess(self, waveform: np.ndarray) -> torch.Tensor:
         """One clip's valid float32 samples ``[n]`` to the model input ``[1, n]`` (on the CPU)."""

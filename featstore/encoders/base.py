@@ -11,7 +11,8 @@ import numpy as np
 import torch
 import transformers
 
-from featstore.spec import DTYPES, canonical_json
+from featstore.checks import positive_int
+from featstore.spec import DTYPES, FeatureSpec, canonical_json
 
 # Compute dtypes a caller may ask for, by name. bfloat16 is compute only: storage
 # stays float16/float32 (``featstore.spec.DTYPES``), since bfloat16 is not a core
@@ -180,6 +181,85 @@ def freeze(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> 
     model.eval()
     model.requires_grad_(False)
     return model.to(device=device, dtype=dtype)
+
+
+def init_common(
+    enc: Any,
+    source: str,
+    name: str,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    output_dtype: str = "float16",
+    attn_implementation: str = "sdpa",
+    clips_per_forward: int = 1,
+    deterministic: bool = True,
+    upstream: Mapping[str, Any] | None = None,
+) -> None:
+    """Check and set what every encoder takes the same way (its ``**common`` options) on
+    the encoder ``enc``: ``source``, ``name``, ``device``, ``compute_dtype``,
+    ``output_dtype``, ``attn``, ``clips_per_forward`` and ``upstream``; then, if
+    ``deterministic``, ask torch for deterministic kernels (before any model is loaded).
+
+    Args:
+        enc: the encoder being set up.
+        source: a folder or hub name of its checkpoint.
+        name: the feature's name in the store.
+        device: ``"cuda"``, ``"cuda:1"``, ``"cpu"``...; default the first GPU, else the CPU.
+        dtype: compute dtype, ``"float16"``, ``"bfloat16"`` or ``"float32"``;
+            default float16 on a GPU, float32 on the CPU.
+        output_dtype: storage dtype of the features, ``"float16"`` or ``"float32"``.
+        attn_implementation: ``"sdpa"`` or ``"eager"``.
+        clips_per_forward: clips per forward pass; 1 makes a clip's features
+            independent of its batch neighbours on every device.
+        deterministic: ask torch for deterministic kernels (process-wide, see
+            ``ask_for_determinism``).
+        upstream: preprocessing decided before the encoder that changes its input
+            (e.g. ``{"frame_selection": "middle"}``), recorded in the spec.
+
+    Raises:
+        ValueError: naming any bad value.
+    """
+    enc.source = str(source)
+    enc.name = name
+    enc.device = choose_device(device)
+    enc.compute_dtype = choose_dtype(enc.device, dtype)
+    enc.output_dtype = check_output_dtype(output_dtype)
+    enc.attn = check_attn_implementation(attn_implementation)
+    enc.clips_per_forward = positive_int("clips_per_forward", clips_per_forward)
+    enc.upstream = check_upstream(upstream)
+    if deterministic:
+        ask_for_determinism(enc.device)
+
+
+def adopt_model(enc: Any, model: torch.nn.Module) -> None:
+    """Fingerprint a freshly loaded model (weights and config, before any cast) and
+    keep it frozen on the encoder's device in its compute dtype: sets ``enc.weights``,
+    ``enc.config_hash`` and ``enc.model``."""
+    enc.weights = fingerprint_state_dict(model)
+    enc.config_hash = fingerprint_config(model.config)
+    enc.model = freeze(model, enc.device, enc.compute_dtype)
+
+
+def encoder_spec(enc: Any, preprocess: Mapping[str, Any], shape: tuple[int, ...], pooling: str) -> FeatureSpec:
+    """The FeatureSpec of what ``enc`` writes: its own ``preprocess`` entries plus the
+    upstream record and ``common_preprocess``; name, weights, dtype and source from
+    what ``init_common`` and ``adopt_model`` set."""
+    return FeatureSpec(
+        name=enc.name,
+        encoder=type(enc.model).__name__,
+        weights=enc.weights,
+        shape=shape,
+        dtype=enc.output_dtype.name,
+        preprocess={
+            "upstream": enc.upstream,
+            **preprocess,
+            **common_preprocess(enc.config_hash, enc.device, enc.compute_dtype, enc.attn, enc.clips_per_forward),
+        },
+        layer=None,
+        pooling=pooling,
+        source=enc.source,
+    )
 
 
 def common_preprocess(

@@ -11,7 +11,7 @@ transformers' ``Blip2VisionModel`` is that tower: 39 blocks (BLIP-2 drops the
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -50,24 +50,16 @@ class EvaGlobalEncoder:
         source: A folder or hub name holding either a vision-only checkpoint (a saved
             ``Blip2VisionModel``) or a full BLIP-2 checkpoint (``model_type`` "blip-2",
             tensors under ``vision_model.``), e.g. ``"Salesforce/blip2-opt-2.7b"``.
-        device: ``"cuda"``, ``"cuda:1"``, ``"cpu"``...; default the first GPU, else the CPU.
-        dtype: compute dtype, ``"float16"``, ``"bfloat16"`` or ``"float32"``;
-            default float16 on a GPU, float32 on the CPU.
         image_size: square size frames are resized to (448 in Emotion-LLaMA).
         resample: PIL filter for that resize.
         image_mean: per-channel mean after rescaling to [0, 1] (OpenAI CLIP's).
         image_std: per-channel std (OpenAI CLIP's).
-        output_dtype: storage dtype of the features, ``"float16"`` or ``"float32"``.
-        attn_implementation: ``"sdpa"`` or ``"eager"``.
-        clips_per_forward: clips per forward pass; 1 makes a clip's features
-            independent of its batch neighbours on every device.
-        deterministic: ask torch for deterministic kernels (process-wide, see
-            ``base.ask_for_determinism``).
-        upstream: preprocessing decided before the encoder that changes its input
-            (e.g. ``{"frame_selection": "middle"}``), recorded in the spec.
         output: ``"post_layernorm"`` (BLIP-2's trained norm) or ``"ln_vision"`` (the
             original's untrained one, see ``OUTPUTS``).
         name: the feature's name in the store.
+        **common: ``device``, ``dtype``, ``output_dtype``, ``attn_implementation``,
+            ``clips_per_forward``, ``deterministic``, ``upstream`` (e.g. the frame
+            selection): see ``base.init_common``.
 
     Raises:
         CheckpointNotFoundError: the source cannot be found.
@@ -79,57 +71,34 @@ class EvaGlobalEncoder:
         self,
         source: str,
         *,
-        device: str | None = None,
-        dtype: str | None = None,
         image_size: int = 448,
         resample: str = "bicubic",
         image_mean: Sequence[float] = pixels.CLIP_MEAN,
         image_std: Sequence[float] = pixels.CLIP_STD,
-        output_dtype: str = "float16",
-        attn_implementation: str = "sdpa",
-        clips_per_forward: int = 1,
-        deterministic: bool = True,
-        upstream: Mapping[str, Any] | None = None,
         output: str = "post_layernorm",
         name: str = "global",
+        **common: Any,
     ) -> None:
-        self.source = str(source)
-        self.device = base.choose_device(device)
-        self.compute_dtype = base.choose_dtype(self.device, dtype)
-        self.output_dtype = base.check_output_dtype(output_dtype)
         self.image_size = positive_int("image_size", image_size)
-        self.resample = pixels.check_resample(resample)
-        self.image_mean = pixels.check_stats("image_mean", image_mean)
-        self.image_std = pixels.check_stats("image_std", image_std)
-        self.attn = base.check_attn_implementation(attn_implementation)
-        self.clips_per_forward = positive_int("clips_per_forward", clips_per_forward)
-        self.name = name
-        self.upstream = base.check_upstream(upstream)
+        pixels.init_image(self, resample, image_mean, image_std)
         if output not in OUTPUTS:
             raise ValueError(f"output {output!r} must be one of {list(OUTPUTS)}")
         self.output = output
-        if deterministic:
-            base.ask_for_determinism(self.device)
+        base.init_common(self, source, name, **common)
         model = load_vision_tower(name, self.source, self.attn)
         patch = model.config.patch_size
         if self.image_size % patch:
             raise ValueError(f"image_size {image_size} is not a multiple of the patch size {patch}")
-        self.weights = base.fingerprint_state_dict(model)
-        self.config_hash = base.fingerprint_config(model.config)
-        self.model = base.freeze(model, self.device, self.compute_dtype)
+        base.adopt_model(self, model)
         self.num_tokens = (self.image_size // patch) ** 2 + 1
 
     @property
     def spec(self) -> FeatureSpec:
         """The FeatureSpec of what this encoder writes."""
         preprocess = {
-            "upstream": self.upstream,
             "image_size": self.image_size,
             "resize": "square (PIL)",
-            "resample": self.resample,
-            "rescale": pixels.RESCALE,
-            "image_mean": list(self.image_mean),
-            "image_std": list(self.image_std),
+            **pixels.image_spec(self),
             "pos_embed_interpolation": (
                 "bicubic, align_corners=False (Blip2VisionEmbeddings.interpolate_pos_encoding)"
                 if self.model.config.image_size != self.image_size
@@ -137,22 +106,8 @@ class EvaGlobalEncoder:
             ),
             "trained_image_size": self.model.config.image_size,
             "output": _OUTPUT_NAMES[self.output],
-            "pillow_version": pixels.PILLOW_VERSION,
-            **base.common_preprocess(
-                self.config_hash, self.device, self.compute_dtype, self.attn, self.clips_per_forward
-            ),
         }
-        return FeatureSpec(
-            name=self.name,
-            encoder=type(self.model).__name__,
-            weights=self.weights,
-            shape=(self.num_tokens, self.model.config.hidden_size),
-            dtype=self.output_dtype.name,
-            preprocess=preprocess,
-            layer=None,
-            pooling="none",
-            source=self.source,
-        )
+        return base.encoder_spec(self, preprocess, (self.num_tokens, self.model.config.hidden_size), "none")
 
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 ``[B, H, W, 3]`` to the float32 pixel tensor ``[B, 3, S, S]`` the model takes (on the CPU)."""

@@ -11,7 +11,7 @@ random order, and their mean differs in the last bits from run to run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -39,8 +39,6 @@ class MaeLocalEncoder:
 
     Args:
         source: A folder or hub name of a ViTMAE checkpoint, e.g. ``"facebook/vit-mae-large"``.
-        device: as ``EvaGlobalEncoder``.
-        dtype: as ``EvaGlobalEncoder``.
         image_size: square size face crops are resized to (PIL; a no-op for crops already that size).
         resample: PIL filter for that resize (the checkpoint's preprocessor_config says bilinear).
         image_mean: per-channel mean after rescaling to [0, 1] (ImageNet's).
@@ -50,12 +48,8 @@ class MaeLocalEncoder:
         pool: ``"mean"`` (tokens averaged) or ``"cls"`` (the CLS token after the final
             norm, as the original's ``mae_340_UTT`` took it); then the mean over frames.
         frames: if set, the number of face crops every clip must have (recorded in the spec).
-        output_dtype: as ``EvaGlobalEncoder``.
-        attn_implementation: as ``EvaGlobalEncoder``.
-        clips_per_forward: as ``EvaGlobalEncoder``.
-        deterministic: as ``EvaGlobalEncoder``.
-        upstream: as ``EvaGlobalEncoder`` (e.g. frame sampling and face detector).
         name: the feature's name in the store.
+        **common: as ``EvaGlobalEncoder``; ``upstream`` records e.g. the frame sampling and face detector.
 
     Raises:
         CheckpointNotFoundError: the source cannot be found.
@@ -67,8 +61,6 @@ class MaeLocalEncoder:
         self,
         source: str,
         *,
-        device: str | None = None,
-        dtype: str | None = None,
         image_size: int = 224,
         resample: str = "bilinear",
         image_mean: Sequence[float] = pixels.IMAGENET_MEAN,
@@ -76,21 +68,11 @@ class MaeLocalEncoder:
         include_cls: bool = False,
         pool: str = "mean",
         frames: int | None = None,
-        output_dtype: str = "float16",
-        attn_implementation: str = "sdpa",
-        clips_per_forward: int = 1,
-        deterministic: bool = True,
-        upstream: Mapping[str, Any] | None = None,
         name: str = "local",
+        **common: Any,
     ) -> None:
-        self.source = str(source)
-        self.device = base.choose_device(device)
-        self.compute_dtype = base.choose_dtype(self.device, dtype)
-        self.output_dtype = base.check_output_dtype(output_dtype)
         self.image_size = positive_int("image_size", image_size)
-        self.resample = pixels.check_resample(resample)
-        self.image_mean = pixels.check_stats("image_mean", image_mean)
-        self.image_std = pixels.check_stats("image_std", image_std)
+        pixels.init_image(self, resample, image_mean, image_std)
         if not isinstance(include_cls, bool):
             raise ValueError(f"include_cls must be a bool, got {include_cls!r}")
         self.include_cls = include_cls
@@ -98,16 +80,9 @@ class MaeLocalEncoder:
             raise ValueError(f"pool {pool!r} must be one of {list(POOLS)}")
         self.pool_kind = pool
         self.frames = None if frames is None else positive_int("frames", frames)
-        self.attn = base.check_attn_implementation(attn_implementation)
-        self.clips_per_forward = positive_int("clips_per_forward", clips_per_forward)
-        self.upstream = base.check_upstream(upstream)
-        self.name = name
-        if deterministic:
-            base.ask_for_determinism(self.device)
+        base.init_common(self, source, name, **common)
         model = original.load_encoder_model(name, ViTMAEModel, self.source, self.attn, mask_ratio=0.0)
-        self.weights = base.fingerprint_state_dict(model)
-        self.config_hash = base.fingerprint_config(model.config)
-        self.model = base.freeze(model, self.device, self.compute_dtype)
+        base.adopt_model(self, model)
         if self.image_size != model.config.image_size:
             raise ValueError(
                 f"image_size {image_size} differs from the checkpoint's {model.config.image_size}; "
@@ -119,34 +94,16 @@ class MaeLocalEncoder:
     def spec(self) -> FeatureSpec:
         """The FeatureSpec of what this encoder writes."""
         preprocess = {
-            "upstream": self.upstream,
             "frames": self.frames,
             "image_size": self.image_size,
             "resize": "square (PIL)",
-            "resample": self.resample,
-            "rescale": pixels.RESCALE,
-            "image_mean": list(self.image_mean),
-            "image_std": list(self.image_std),
+            **pixels.image_spec(self),
             "mask_ratio": 0.0,
             "token_order": "identity (noise = arange)",
             "include_cls": self.include_cls,
             "pooling_dtype": "float32",
-            "pillow_version": pixels.PILLOW_VERSION,
-            **base.common_preprocess(
-                self.config_hash, self.device, self.compute_dtype, self.attn, self.clips_per_forward
-            ),
         }
-        return FeatureSpec(
-            name=self.name,
-            encoder=type(self.model).__name__,
-            weights=self.weights,
-            shape=(self.model.config.hidden_size,),
-            dtype=self.output_dtype.name,
-            preprocess=preprocess,
-            layer=None,
-            pooling=_POOLING_NAMES[self.pool_kind],
-            source=self.source,
-        )
+        return base.encoder_spec(self, preprocess, (self.model.config.hidden_size,), _POOLING_NAMES[self.pool_kind])
 
     def preprocess(self, faces: np.ndarray) -> torch.Tensor:
         """uint8 ``[N, H, W, 3]`` face crops to the float32 pixel tensor ``[N, 3, S, S]`` (on the CPU)."""

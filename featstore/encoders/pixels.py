@@ -13,6 +13,7 @@ PIL), so the resample filter is the same one the models were used with.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import PIL
@@ -34,6 +35,28 @@ RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
+
+
+def init_image(enc: Any, resample: str, image_mean: Sequence[float], image_std: Sequence[float]) -> None:
+    """Check and set an image encoder's ``resample``, ``image_mean`` and ``image_std``.
+
+    Raises:
+        ValueError: naming the bad value.
+    """
+    enc.resample = check_resample(resample)
+    enc.image_mean = check_stats("image_mean", image_mean)
+    enc.image_std = check_stats("image_std", image_std)
+
+
+def image_spec(enc: Any) -> dict[str, Any]:
+    """The spec entries of ``init_image``'s settings, with the rescale and PIL's version."""
+    return {
+        "resample": enc.resample,
+        "rescale": RESCALE,
+        "image_mean": list(enc.image_mean),
+        "image_std": list(enc.image_std),
+        "pillow_version": PILLOW_VERSION,
+    }
 
 
 def check_resample(name: str) -> str:

@@ -14,7 +14,7 @@ records which.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -37,19 +37,14 @@ class VideoMaeTemporalEncoder:
 
     Args:
         source: A folder or hub name of a VideoMAE checkpoint, e.g. ``"MCG-NJU/videomae-large"``.
-        device: as ``EvaGlobalEncoder``.
-        dtype: as ``EvaGlobalEncoder``.
         shortest_edge: the short side of each frame is resized to this (PIL).
         crop_size: square centre crop after the resize; must be the checkpoint's image size.
         resample: PIL filter for the resize.
         image_mean: per-channel mean after rescaling to [0, 1] (ImageNet's).
         image_std: per-channel std (ImageNet's).
-        output_dtype: as ``EvaGlobalEncoder``.
-        attn_implementation: as ``EvaGlobalEncoder``.
-        clips_per_forward: as ``EvaGlobalEncoder``.
-        deterministic: as ``EvaGlobalEncoder``.
-        upstream: as ``EvaGlobalEncoder`` (e.g. frame stride and padding, face detector).
         name: the feature's name in the store.
+        **common: as ``EvaGlobalEncoder``; ``upstream`` records e.g. the frame stride and
+            padding, face detector.
 
     Raises:
         CheckpointNotFoundError: the source cannot be found.
@@ -61,77 +56,40 @@ class VideoMaeTemporalEncoder:
         self,
         source: str,
         *,
-        device: str | None = None,
-        dtype: str | None = None,
         shortest_edge: int = 224,
         crop_size: int = 224,
         resample: str = "bilinear",
         image_mean: Sequence[float] = pixels.IMAGENET_MEAN,
         image_std: Sequence[float] = pixels.IMAGENET_STD,
-        output_dtype: str = "float16",
-        attn_implementation: str = "sdpa",
-        clips_per_forward: int = 1,
-        deterministic: bool = True,
-        upstream: Mapping[str, Any] | None = None,
         name: str = "temporal",
+        **common: Any,
     ) -> None:
-        self.source = str(source)
-        self.device = base.choose_device(device)
-        self.compute_dtype = base.choose_dtype(self.device, dtype)
-        self.output_dtype = base.check_output_dtype(output_dtype)
         self.shortest_edge = positive_int("shortest_edge", shortest_edge)
         self.crop_size = positive_int("crop_size", crop_size)
         if self.crop_size > self.shortest_edge:
             raise ValueError(f"crop_size {crop_size} is larger than shortest_edge {shortest_edge}")
-        self.resample = pixels.check_resample(resample)
-        self.image_mean = pixels.check_stats("image_mean", image_mean)
-        self.image_std = pixels.check_stats("image_std", image_std)
-        self.attn = base.check_attn_implementation(attn_implementation)
-        self.clips_per_forward = positive_int("clips_per_forward", clips_per_forward)
-        self.upstream = base.check_upstream(upstream)
-        self.name = name
-        if deterministic:
-            base.ask_for_determinism(self.device)
+        pixels.init_image(self, resample, image_mean, image_std)
+        base.init_common(self, source, name, **common)
         model = original.load_encoder_model(name, VideoMAEModel, self.source, self.attn)
         if self.crop_size != model.config.image_size:
             raise ValueError(
                 f"crop_size {crop_size} differs from the checkpoint's image size {model.config.image_size}"
             )
         self.num_frames = model.config.num_frames
-        self.weights = base.fingerprint_state_dict(model)
-        self.config_hash = base.fingerprint_config(model.config)
-        self.model = base.freeze(model, self.device, self.compute_dtype)
+        base.adopt_model(self, model)
 
     @property
     def spec(self) -> FeatureSpec:
         """The FeatureSpec of what this encoder writes."""
         preprocess = {
-            "upstream": self.upstream,
             "frames": self.num_frames,
             "shortest_edge": self.shortest_edge,
             "crop_size": self.crop_size,
-            "resample": self.resample,
-            "rescale": pixels.RESCALE,
-            "image_mean": list(self.image_mean),
-            "image_std": list(self.image_std),
+            **pixels.image_spec(self),
             "masking": "none",
             "pooling_dtype": "float32",
-            "pillow_version": pixels.PILLOW_VERSION,
-            **base.common_preprocess(
-                self.config_hash, self.device, self.compute_dtype, self.attn, self.clips_per_forward
-            ),
         }
-        return FeatureSpec(
-            name=self.name,
-            encoder=type(self.model).__name__,
-            weights=self.weights,
-            shape=(self.model.config.hidden_size,),
-            dtype=self.output_dtype.name,
-            preprocess=preprocess,
-            layer=None,
-            pooling="mean_tokens",
-            source=self.source,
-        )
+        return base.encoder_spec(self, preprocess, (self.model.config.hidden_size,), "mean_tokens")
 
     def preprocess(self, clips: np.ndarray) -> torch.Tensor:
         """uint8 ``[B, T, H, W, 3]`` to the float32 pixel tensor ``[B, T, 3, S, S]`` (on the CPU)."""

@@ -1,6 +1,6 @@
 """The write stage: commits each finished unit into the store exactly once (one
 chunk per spec, commit flags last), as a Ray Data map stage that writes each unit
-as soon as it arrives (``StoreSink.commit_batch``), or as a ``Datasink``."""
+as soon as it arrives (``StoreSink.commit_batch``)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,9 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from ray.data.block import Block, BlockAccessor
-from ray.data.datasource.datasink import Datasink, WriteResult
 
 from featstore.extract.plan import UnitWork
 from featstore.faults import maybe_fault
@@ -24,7 +21,7 @@ __all__ = ["StoreSink"]
 log = logging.getLogger(__name__)
 
 
-class StoreSink(Datasink):
+class StoreSink:
     """Writes each finished unit into the store: one chunk per spec, commit flags last.
 
     Units are owned by exactly one row, so retried or concurrent write tasks
@@ -39,21 +36,13 @@ class StoreSink(Datasink):
         """Ray Data ``map_batches`` function: write and commit the batch's units now; one
         small row per unit back (``stats``: the unit's record as JSON), nothing else.
 
-        Used by the job instead of ``write``: a ``Datasink``'s write tasks only start
+        A map stage rather than a Ray Data ``Datasink``: a Datasink's write tasks only start
         once the scheduler gives the write operator resources, which on a small node
         meant after every unit was encoded, so finished units waited in the object
         store and a killed job lost them all."""
         store = FeatureStore.open(self.store_url, "r+")
         stats = [json.dumps(self._write_unit(store, work)) for work in batch["work"]]
         return {"stats": np.array(stats, dtype=object)}
-
-    def write(self, blocks: Iterable[Block], ctx: Any) -> list[dict[str, Any]]:
-        store = FeatureStore.open(self.store_url, "r+")
-        done = []
-        for block in blocks:
-            for row in BlockAccessor.for_block(block).iter_rows(public_row_format=True):
-                done.append(self._write_unit(store, row["work"]))
-        return done
 
     def _write_unit(self, store: FeatureStore, work: UnitWork) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -81,6 +70,3 @@ class StoreSink(Datasink):
             "faces": list(work.faces),
             "devices": work.devices,
         }
-
-    def on_write_complete(self, write_result: WriteResult) -> None:
-        self.stats = [s for ret in write_result.write_returns for s in ret]
