@@ -1,4 +1,5 @@
-"""The ``featstore`` command: inspect, verify and list failures of a feature store."""
+"""The ``featstore`` command: inspect, verify and list failures of a feature store
+(``plan`` and ``calibrate`` live in ``featstore.cli_plan``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from featstore.errors import FeatstoreError, StoreError
+from featstore.errors import FeatstoreError
 from featstore.store import FeatureStore
 from featstore.store.chunks import chunk_exists
 from featstore.store.repair import repair_store
@@ -140,50 +141,6 @@ def cmd_export_wds(args: argparse.Namespace) -> int:
         f"exported {summary.total_samples} samples in {len(summary.shards)} shard(s) to {args.out}; "
         f"{len(summary.excluded)} left out; index {args.out.rstrip('/')}/shards.json"
     )
-    return 0
-
-
-# ExtractConfig options that decide what a run computes (the spec ids and the samples).
-PLAN_OPTIONS = (
-    "format",
-    "annotation",
-    "preset",
-    "encoders",
-    "checkpoint",
-    "batch_size",
-    "unit_size",
-    "global_frame",
-    "local_frames",
-    "decode_timeout",
-    "global_output",
-    "limit",
-    "retry_failed",
-    "gpus_per_actor",
-)
-
-
-def cmd_plan(args: argparse.Namespace) -> int:
-    from featstore.extract.config import ExtractConfig
-    from featstore.extract.plan import plan_extraction
-    from featstore.extract.run import job_manifest
-    from featstore.extract.specs import planned_specs
-
-    try:
-        cfg = ExtractConfig(dataset=args.dataset, store=args.store, **{k: getattr(args, k) for k in PLAN_OPTIONS})
-    except ValueError as e:
-        print(f"featstore plan: {e}", file=sys.stderr)
-        return 2
-    manifest = job_manifest(cfg)
-    try:
-        store: FeatureStore | None = FeatureStore.open(args.store)
-    except StoreError:
-        store = None  # a first run creates it
-    specs = planned_specs(cfg, store)
-    plan = plan_extraction(store, specs, manifest, cfg.retry_failed, cfg.unit_size, store_url=args.store)
-    if args.json:
-        print(json.dumps(plan.to_dict(), indent=2))
-    else:
-        print("\n".join(plan.lines()))
     return 0
 
 
@@ -343,25 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--prefix", help="shard name prefix (default: the split, else 'shard')")
     export.set_defaults(func=cmd_export_wds)
 
-    from featstore.extract.config import add_config_options
+    from featstore.cli_plan import add_plan_commands
 
-    plan = sub.add_parser(
-        "plan",
-        help="what an extraction run would compute, per spec, and why; runs no encoder",
-        description="Say, per encoder slot, how many samples are done and how many an extraction "
-        "run with the same options would compute, and why: new clip, edited clip (media hash "
-        "changed), new spec id (encoder weights or a preprocessing parameter changed; the "
-        "difference is named), failed and --retry-failed, or not computed yet. Spec ids are "
-        "computed by loading each checkpoint on the CPU to fingerprint its weights; no "
-        "encoder runs. The device type in the spec is the one the job's actors would use: "
-        "cuda with --gpus-per-actor > 0, cpu with 0, else that of the store's spec of the same "
-        "name, else this machine's. The extraction job runs the same planning code.",
-    )
-    plan.add_argument("store", help=store_help + " (need not exist yet)")
-    plan.add_argument("--dataset", required=True, help="dataset root folder (as jobs/extract.py --dataset)")
-    add_config_options(plan, PLAN_OPTIONS)
-    plan.add_argument("--json", action="store_true", help="print the plan as JSON (per spec: counts, reasons, units)")
-    plan.set_defaults(func=cmd_plan)
+    add_plan_commands(sub, store_help)  # plan (--estimate) and calibrate
 
     imp = sub.add_parser(
         "import-npy",

@@ -13,6 +13,7 @@ import ray
 from featstore.encoders import load_encoders
 from featstore.errors import SpecMismatchError
 from featstore.extract.plan import UnitWork
+from featstore.extract.rates import device_name
 from featstore.faults import maybe_fault
 from featstore.media.clip import collate
 from featstore.names import INPUT_KEY
@@ -66,6 +67,7 @@ class EncodeStage:
             "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "torch_device": str(self.encoder.device),
+            "device_name": device_name(self.encoder.device),  # the device key of measured rates
         }
         if self.encoder.spec.id != spec_id:
             raise SpecMismatchError(

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from featstore.errors import StoreError
+from featstore.extract.spec_diff import spec_changes
 from featstore.names import MANIFEST_STAGE
 from featstore.spec import FeatureSpec
 from featstore.store import FeatureStore
@@ -49,7 +50,7 @@ __all__ = [
     "check_plan_matches_store",
     "manifest_rows",
     "plan_extraction",
-    "spec_changes",
+    "spec_changes",  # (from spec_diff)
     "unit_works",
 ]
 
@@ -134,6 +135,7 @@ class Plan:
     unusable: list[dict[str, str]]  # manifest samples whose media is unusable (recorded as failed), with why
     retry_failed: bool
     specs: dict[str, SpecPlan]
+    unusable_rows: list[int] = field(default_factory=list)  # rows of the unusable samples (nothing is decoded)
 
     def units(self) -> dict[int, list[str]]:
         """Unit -> slots to compute in it, in slot order."""
@@ -150,6 +152,7 @@ class Plan:
             "new_samples": self.new_samples,
             "edited_samples": self.edited_samples,
             "unusable": list(self.unusable),
+            "unusable_rows": list(self.unusable_rows),
             "retry_failed": self.retry_failed,
             "specs": {slot: sp.to_dict() for slot, sp in self.specs.items()},
             "units": {str(u): s for u, s in self.units().items()},
@@ -181,41 +184,6 @@ def manifest_rows(manifest: Any, store: FeatureStore | None = None) -> tuple[lis
     return [s.sample_id for s in manifest.samples], manifest_hashes(manifest, None if store is None else store.index)
 
 
-def _diff(a: Any, b: Any, where: str, out: list[str]) -> None:
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        for k in sorted(set(a) | set(b)):
-            _diff(a.get(k), b.get(k), f"{where}.{k}" if where else k, out)
-    elif a != b:
-        out.append(f"{where}: {json_short(a)} -> {json_short(b)}")
-
-
-def json_short(v: Any, width: int = 40) -> str:
-    import json
-
-    text = json.dumps(v, sort_keys=True)
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def spec_changes(old: FeatureSpec, new: FeatureSpec) -> list[str]:
-    """What makes ``new``'s id differ from ``old``'s: ``"encoder weights changed"``,
-    ``"preprocessing changed: preprocess.frames.count: 8 -> 4"``, ... (identity fields only)."""
-    a, b = old.identity(), new.identity()
-    out = []
-    if a.get("weights") != b.get("weights"):
-        out.append(f"encoder weights changed ({str(a.get('weights'))[:19]} -> {str(b.get('weights'))[:19]})")
-    pre: list[str] = []
-    _diff(a.get("preprocess"), b.get("preprocess"), "preprocess", pre)
-    if pre:
-        out.append("preprocessing changed: " + ", ".join(pre))
-    other: list[str] = []
-    for k in sorted(set(a) | set(b)):
-        if k not in ("weights", "preprocess"):
-            _diff(a.get(k), b.get(k), k, other)
-    if other:
-        out.append("spec changed: " + ", ".join(other))
-    return out
-
-
 def plan_extraction(
     store: FeatureStore | None,
     specs: Mapping[str, FeatureSpec],
@@ -244,17 +212,22 @@ def plan_extraction(
     edited_rows = np.zeros(n0, dtype=bool)
     usable_rows = np.zeros(n0, dtype=bool)  # stored samples whose manifest media is usable now
     unusable: list[dict[str, str]] = []
+    unusable_rows: list[int] = []  # their rows once the manifest is added
     if manifest is not None:
         ids, hashes = manifest_rows(manifest, store)
         unusable = [{"sample_id": s.sample_id, "reason": str(s.error)} for s in manifest.problems]
         known_rows, known_hashes = [], []
         for sample, sid, h in zip(manifest.samples, ids, hashes):
             if store is not None and sid in store.index:
-                known_rows.append(store.index_of(sid))
+                row = store.index_of(sid)
+                known_rows.append(row)
                 known_hashes.append(hash_row(h, sid))
-                usable_rows[known_rows[-1]] = sample.error is None
+                usable_rows[row] = sample.error is None
             else:
+                row = n0 + len(new_ids)  # new samples are appended in manifest order
                 new_ids.append(sid)
+            if sample.error is not None:
+                unusable_rows.append(row)
         if known_rows:
             rows = np.asarray(known_rows)
             edited_rows[rows] = np.any(np.stack(known_hashes) != index_hashes[rows], axis=1)
@@ -314,6 +287,7 @@ def plan_extraction(
         unusable=unusable,
         retry_failed=retry_failed,
         specs=plans,
+        unusable_rows=sorted(unusable_rows),
     )
 
 
@@ -391,11 +365,3 @@ def media_back_rows(feat: Any, failed: np.ndarray, usable: np.ndarray) -> np.nda
 
     stages = feat.raw("fail_stage").oindex[rows]
     return rows[np.array([decode_text(r) == MANIFEST_STAGE for r in stages], dtype=bool)]
-
-
-def plan_summary(plan: Plan) -> dict[str, Any]:
-    """The plan's per-slot counts and reasons, for the run summary."""
-    return {
-        slot: {"to_compute": sp.to_compute, "todo": dict(sp.todo), "units": len(sp.units), "changes": sp.changes}
-        for slot, sp in plan.specs.items()
-    }

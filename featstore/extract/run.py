@@ -14,14 +14,17 @@ from typing import Any
 import ray
 
 from featstore.errors import StorageAccessError, StoreError
+from featstore.extract.cluster import NodeGroup
 from featstore.extract.config import ExtractConfig
 from featstore.extract.console import Console, ProgressBar, ProgressCounter
 from featstore.extract.decode import decode_unit
 from featstore.extract.encode import TINY_DIR, EncodeStage, load_one_encoder, quiet_transformers
-from featstore.extract.plan import Plan, check_plan_matches_store, plan_extraction, plan_summary, unit_works
+from featstore.extract.plan import Plan, check_plan_matches_store, plan_extraction, unit_works
+from featstore.extract.rates import append_store_rates, run_records
 from featstore.extract.sink import StoreSink
 from featstore.extract.specs import encoder_options
-from featstore.extract.summary import summarize
+from featstore.extract.summary import plan_summary, summarize
+from featstore.extract.throughput import Options, UnitLoad, startup_residual
 from featstore.manifest import Manifest, load_manifest
 from featstore.media.clip import DecodeConfig
 from featstore.spec import FeatureSpec
@@ -97,11 +100,12 @@ def store_url(cfg: ExtractConfig) -> str:
     return cfg.store or str(Path(cfg.work_dir) / "store.zarr")
 
 
-def prepare(cfg: ExtractConfig, decode: DecodeConfig) -> Prepared:
+def prepare(cfg: ExtractConfig, decode: DecodeConfig, manifest: Manifest | None = None) -> Prepared:
     """Coordinator work: the plan (``plan_extraction``, the code ``featstore plan``
     runs), then the manifest into the store, one spec group per encoder, stale
-    temp files removed, and a check that the store's pending units are the plan's."""
-    manifest = job_manifest(cfg)
+    temp files removed, and a check that the store's pending units are the plan's.
+    ``manifest``: these samples instead of the config's (``featstore calibrate``)."""
+    manifest = job_manifest(cfg) if manifest is None else manifest
     url = store_url(cfg)
     try:
         before: FeatureStore | None = FeatureStore.open(url)
@@ -185,13 +189,43 @@ def commit_units(ds: ray.data.Dataset, sink: StoreSink, cfg: ExtractConfig) -> l
     return sink.stats
 
 
-def run_extract(cfg: ExtractConfig, console: Console | None = None) -> dict[str, Any]:
+def record_rates(cfg: ExtractConfig, prep: Prepared, stats: list[dict[str, Any]], wall: float) -> dict[str, Any]:
+    """The rates this run measured (``rates.run_records``), appended to the store's
+    ``extract_rates`` by the coordinator once every worker is done, and the run's
+    start-up: its wall time beyond the throughput model of its own units on this
+    Ray cluster (what ``featstore calibrate`` records)."""
+    if not stats:
+        return {"rates": [], "startup_seconds": None}
+    specs = {slot: prep.store.feature(key).spec for slot, key in prep.keys.items()}
+    records = run_records(stats, specs)
+    try:
+        append_store_rates(prep.store, records)
+    except (OSError, ValueError, StoreError) as e:  # the features are committed; a lost figure is not worth failing for
+        log.warning("rates not recorded in the store %s: %s", prep.store.url, e)
+    loads = [
+        UnitLoad(
+            s["clips"],
+            s["seconds"].get("decode", 0.0),
+            {slot: s["seconds"].get(f"encode.{slot}", 0.0) for slot in s["slots"]},
+            s["seconds"].get("write", 0.0),
+        )
+        for s in stats
+    ]
+    res = ray.cluster_resources()
+    nodes = [NodeGroup("ray", 1, float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0)))]
+    opts = Options(cfg.actors, prep.gpus_per_actor, cfg.decode_cpus, cfg.write_tasks)
+    startup = startup_residual(wall, loads, nodes, opts, gpu=prep.gpus_per_actor > 0)
+    return {"rates": records, "startup_seconds": round(startup, 2), "ray_resources": nodes[0].to_dict()}
+
+
+def run_extract(cfg: ExtractConfig, console: Console | None = None, manifest: Manifest | None = None) -> dict[str, Any]:
     """Extract every pending unit and return the summary.
 
     Args:
         cfg: the job's options.
         console: where the progress bar goes and whose engine log moves into the
             Ray session's folder once Ray is up; default: no bar, nothing moved.
+        manifest: these samples instead of the config's dataset (``featstore calibrate``).
     """
     t0 = time.perf_counter()
     for url in (cfg.store, cfg.export_wds):  # a missing bucket or refused credentials: say so before Ray starts
@@ -204,7 +238,7 @@ def run_extract(cfg: ExtractConfig, console: Console | None = None) -> dict[str,
     configure_ray_data()
     if console is not None:
         console.move_log(Path(ctx.address_info["session_dir"]) / "logs")
-    prep = prepare(cfg, decode)
+    prep = prepare(cfg, decode, manifest)
     works = unit_works(prep.store, prep.plan)
     for line in prep.plan.lines():
         log.info("plan: %s", line)
@@ -227,6 +261,7 @@ def run_extract(cfg: ExtractConfig, console: Console | None = None) -> dict[str,
             commit_units(build_dataset(cfg, decode, prep, works), sink, cfg)
     summary = summarize(FeatureStore.open(prep.store.url), prep, sink.stats, time.perf_counter() - t0)
     summary["plan"] = plan_summary(prep.plan)
+    summary.update(record_rates(cfg, prep, sink.stats, summary["wall_seconds"]))
     if cfg.export_wds or (cfg.export_wds is None and not cfg.dataset):
         from featstore.shards.export import export_wds
 

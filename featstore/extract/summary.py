@@ -8,7 +8,7 @@ from typing import Any
 from featstore.manifest.hashing import is_problem_hash
 from featstore.store import FeatureStore
 
-__all__ = ["summarize", "summary_lines"]
+__all__ = ["plan_summary", "rates_line", "summarize", "summary_lines"]
 
 
 def summarize(store: FeatureStore, prep: Any, stats: list[dict], wall: float) -> dict[str, Any]:
@@ -73,8 +73,28 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
         f"  time per stage (summed over workers): {s['stage_seconds']}; faces found in "
         f"{s['faces_found'][0]}/{s['faces_found'][1]} frames"
     )
+    if s.get("rates"):
+        lines.append("  " + rates_line(s["rates"], s.get("startup_seconds")))
     if "shards" in s:
         lines.append(f"  shards: {s['shards']['samples']} samples in {s['shards']['out']}")
     if s.get("engine_log"):
         lines.append(f"  Ray's own output: {s['engine_log']} (--verbose shows it here)")
     return lines
+
+
+def rates_line(records: list[dict], startup: float | None = None) -> str:
+    """Measured rates in one line: seconds per clip of each stage, per slot and device."""
+    parts = []
+    for r in records:
+        what = r.get("slot") or "+".join(r.get("slots", []))
+        parts.append(f"{r['kind']} {what} {r['seconds'] / r['clips']:.4f} s/clip on {r['device']}")
+    tail = f"; start-up {startup} s (wall time beyond the model of its units)" if startup is not None else ""
+    return "rates measured (appended to the store's extract_rates): " + ", ".join(parts) + tail
+
+
+def plan_summary(plan: Any) -> dict[str, Any]:
+    """The plan's per-slot counts and reasons, for the run summary."""
+    return {
+        slot: {"to_compute": sp.to_compute, "todo": dict(sp.todo), "units": len(sp.units), "changes": sp.changes}
+        for slot, sp in plan.specs.items()
+    }
