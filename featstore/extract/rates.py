@@ -195,6 +195,10 @@ class RateTable:
         figure = float(newest["seconds"]) if kind == "startup" else self.per_clip(kind, newest["key"], device)
         return figure or 0.0, list(newest.get("slots", []))
 
+    def devices(self, kind: str, key: str) -> list[str]:
+        """Devices that have a rate for (kind, key)."""
+        return sorted({d for k, kk, d in self._pooled if (k, kk) == (kind, key)})
+
     def __len__(self) -> int:
         return len(self.records)
 
