@@ -11,7 +11,7 @@ medians over rounds, and ratios are taken within the run.
 - **cached**: the trainer's own data path, ``open_cache("shards")`` ->
   ``EpochStream`` -> ``Collator`` -> ``TrainRecipe._optimizer_step``, the loop
   ``TrainRecipe.train`` runs (end of epoch seen as ``train`` sees it).
-- **online**: ``trainer.online.OnlineFeatures`` (decode the clip, face crops,
+- **online**: ``trainer.data.online.OnlineFeatures`` (decode the clip, face crops,
   the four encoders) in the same ``EpochStream``, at every step.
 - **floor**: the very batches of the cached epoch, already collated in memory:
   only projectors and LoRA LLaMA.
@@ -145,10 +145,10 @@ def save_encoders(folder: Path) -> dict[str, Path]:
 
 
 def save_llm(folder: Path) -> Path:
-    """The scaled LLaMA with the tiny tokenizer (trainer.tiny), loadable by TrainConfig.llm."""
+    """The scaled LLaMA with the tiny tokenizer (trainer.model.tiny), loadable by TrainConfig.llm."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from trainer.tiny import build_tiny_llm
+    from trainer.model.tiny import build_tiny_llm
 
     tok = AutoTokenizer.from_pretrained(build_tiny_llm(folder.parent / "tiny-llm"))
     config = LlamaConfig(
@@ -253,9 +253,9 @@ class Timed:
 
 
 def online_dataset(store: Path, root: Path, encoders: dict[str, Path], expect: dict[str, str]):
-    """trainer.online.OnlineFeatures with the scaled encoders in place of its preset's, checked by spec id."""
-    from trainer.online import OnlineFeatures
-    from trainer.projector import FEATURE_SLOTS
+    """trainer.data.online.OnlineFeatures with the scaled encoders in place of its preset's, checked by spec id."""
+    from trainer.data.online import OnlineFeatures
+    from trainer.model.projector import FEATURE_SLOTS
 
     ds = OnlineFeatures(str(store), root, preset="tiny")
     options = {
@@ -339,7 +339,7 @@ def encoder_only(ds, clips: list) -> float:
 
 def decode_only(ds, n: int) -> tuple[float, list]:
     """Seconds per clip of decode_clip alone (video frames, face crops, audio), and the decoded clips."""
-    from trainer.projector import FEATURE_SLOTS
+    from trainer.model.projector import FEATURE_SLOTS
 
     t0 = time.perf_counter()
     clips = [
@@ -436,8 +436,8 @@ def main(argv: list[str] | None = None) -> None:
 def measure(tmp: Path, args) -> dict[str, Any]:
     """Make the clips and the cache, then time the modes in interleaved rounds and the speed-of-light rows."""
     from featstore.demo.dataset import make_demo_dataset
-    from trainer.config import TrainConfig
-    from trainer.recipe import TrainRecipe
+    from trainer.train.config import TrainConfig
+    from trainer.train.recipe import TrainRecipe
 
     data = make_demo_dataset(tmp / "data", n=args.n, seconds=AUDIO_SECONDS, audio_source="synth")
     encoders = save_encoders(tmp / "encoders")
@@ -465,7 +465,7 @@ def measure(tmp: Path, args) -> dict[str, Any]:
     cached_stream = recipe.stream
     floor = list(fresh_batches(cached_stream))  # the cached epoch's own batches, collated once
     from featstore import ShardDataset
-    from trainer.data import EpochStream
+    from trainer.data.cache import EpochStream
 
     samples = list(ShardDataset(str(shards)))
     mem_stream = EpochStream(samples, recipe.tasks, cached_stream.collate, BATCH, cfg.seed, shuffle=False)

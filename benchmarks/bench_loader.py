@@ -86,7 +86,7 @@ class Step:
         self.spin, self.sleep = seconds * busy, seconds * (1 - busy)
 
     def __call__(self, batch: dict[str, Any]) -> None:
-        from trainer.loader import to_device
+        from trainer.data.loader import to_device
 
         to_device(batch, ("input_ids", "feature_mask", "attention_mask", "labels"), torch.device("cpu"))
         end = time.perf_counter() + self.spin
@@ -96,8 +96,8 @@ class Step:
 
 
 def _stream(kind: str, cache, tokenizer, batch: int, workers: int):
-    from trainer.data import Collator, EpochStream, open_cache
-    from trainer.tasks import parse_tasks
+    from trainer.data.cache import Collator, EpochStream, open_cache
+    from trainer.data.tasks import parse_tasks
 
     store, shards, ids = cache
     ds, _ = open_cache(kind, str(shards if kind == "shards" else store), ids, shuffle=16, seed=0)
@@ -106,7 +106,7 @@ def _stream(kind: str, cache, tokenizer, batch: int, workers: int):
 
 def cached_epoch(stream, step: Step, prefetch: int) -> tuple[float, int]:
     """One epoch as ``TrainRecipe`` runs it (end at the first batch that is not fresh); seconds and batches."""
-    from trainer.loader import Prefetcher
+    from trainer.data.loader import Prefetcher
 
     t0 = time.perf_counter()
     it = stream.batches(0)
@@ -144,7 +144,7 @@ def run(
     """Measure; returns the figures (per mode: ratio to the floor, seconds, samples/s)."""
     from transformers import AutoTokenizer
 
-    from trainer.tiny import build_tiny_llm
+    from trainer.model.tiny import build_tiny_llm
 
     step = Step(step_ms * batch_size / 1000, busy)
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:

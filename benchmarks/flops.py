@@ -45,7 +45,7 @@ EVA_IMAGE = 448  # Emotion-LLaMA runs the 224 px tower at 448 px (pos. embedding
 FACE_SIZE = 224  # face crops and VideoMAE frames
 VIDEO_FRAMES = 16  # VideoMAE's clip
 SAMPLE_RATE = 16_000
-FEATURE_TOKENS = 260  # 256 patch groups + local, temporal, audio, CLS (trainer.projector)
+FEATURE_TOKENS = 260  # 256 patch groups + local, temporal, audio, CLS (trainer.model.projector)
 REAL_SHAPES = {"global": (1025, 1408), "local": (1024,), "temporal": (1024,), "audio": (1024,)}
 FP16_BYTES = 2
 
@@ -120,8 +120,8 @@ def llama_step_flops(
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from trainer.model import LoraSettings, wrap_lora
-    from trainer.projector import FeatureProjector
+    from trainer.model.emotion_llama import LoraSettings, wrap_lora
+    from trainer.model.projector import FeatureProjector
 
     config = LlamaConfig(**llama)
     with torch.device("meta"):
@@ -159,8 +159,8 @@ def cached_bytes(shapes: Mapping[str, Sequence[int]], itemsize: int = FP16_BYTES
 
 
 def real_llama() -> dict[str, Any]:
-    """Llama-2-7b's config numbers (trainer.tiny.REAL_LLAMA)."""
-    from trainer.tiny import REAL_LLAMA
+    """Llama-2-7b's config numbers (trainer.model.tiny.REAL_LLAMA)."""
+    from trainer.model.tiny import REAL_LLAMA
 
     return dict(REAL_LLAMA)
 

@@ -18,7 +18,7 @@ Run: python benchmarks/gpu_check.py [--out benchmarks/results/gpu_check.json]
    LoRA LLaMA at real width (4096, 32 heads, 11008) with ``--layers`` layers
    (default 4), batch ``--batch-size`` of real-size features and prompts of
    ``--tokens`` tokens: samples/s, peak memory (``max_memory_allocated``) beside
-   ``trainer.memory``'s estimate at that depth, and MFU from ``flops.py``'s count
+   ``trainer.model.memory``'s estimate at that depth, and MFU from ``flops.py``'s count
    of the same step against the card's dense bf16 peak (``--peak-tflops``,
    default: 989 for H100/H200). ``--cpu``: bench_epoch's scaled LLaMA, 5 steps.
 4. **loader**: ``bench_loader.run`` at the measured step time scaled to the 32
@@ -150,7 +150,7 @@ def check_actor_devices(gpu: bool) -> dict[str, Any]:
 
 
 def _llama(cpu: bool, layers: int) -> dict[str, Any]:
-    from trainer.tiny import REAL_LLAMA
+    from trainer.model.tiny import REAL_LLAMA
 
     if cpu:
         from bench_epoch import SCALED_LLAMA
@@ -166,11 +166,11 @@ def check_training(
     from flops import REAL_SHAPES, llama_step_flops
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from trainer.loader import to_device
-    from trainer.model import EmotionLlama, LoraSettings, wrap_lora
-    from trainer.optim import build_optimizer
-    from trainer.projector import FeatureProjector
-    from trainer.prompt import batch_prompts
+    from trainer.data.loader import to_device
+    from trainer.model.emotion_llama import EmotionLlama, LoraSettings, wrap_lora
+    from trainer.model.projector import FeatureProjector
+    from trainer.model.prompt import batch_prompts
+    from trainer.train.optim import build_optimizer
 
     llama = _llama(cpu, layers)
     torch.manual_seed(0)
@@ -183,7 +183,7 @@ def check_training(
     if text < 4:
         raise ValueError(f"--tokens {tokens} leaves no room for text beside {n_feat} feature tokens")
     g = torch.Generator().manual_seed(2)
-    from trainer.prompt import PromptIds
+    from trainer.model.prompt import PromptIds
 
     prompts = [
         PromptIds(

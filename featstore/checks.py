@@ -7,7 +7,7 @@ import math
 import numbers
 from typing import Any
 
-__all__ = ["non_negative_int", "positive_int", "positive_number"]
+__all__ = ["non_negative_int", "one_of", "positive_int", "positive_number"]
 
 
 def _is_int(value: Any) -> bool:
@@ -20,9 +20,7 @@ def positive_int(name: str, value: Any) -> int:
     Raises:
         ValueError: naming ``name`` and the bad value.
     """
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    return _int_from(name, value, 1, "a positive integer")
 
 
 def non_negative_int(name: str, value: Any) -> int:
@@ -31,9 +29,24 @@ def non_negative_int(name: str, value: Any) -> int:
     Raises:
         ValueError: naming ``name`` and the bad value.
     """
-    if not _is_int(value) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return _int_from(name, value, 0, "a non-negative integer")
+
+
+def _int_from(name: str, value: Any, low: int, what: str) -> int:
+    if not _is_int(value) or value < low:
+        raise ValueError(f"{name} must be {what}, got {value!r}")
     return int(value)
+
+
+def one_of(name: str, value: Any, choices: Any) -> Any:
+    """``value`` if it is one of ``choices``.
+
+    Raises:
+        ValueError: naming ``name``, the bad value and the choices.
+    """
+    if value not in choices:
+        raise ValueError(f"{name} {value!r} is not one of {sorted(choices)}")
+    return value
 
 
 def positive_number(name: str, value: Any, *, allow_none: bool = False, unit: str = "") -> float | None:

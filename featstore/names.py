@@ -36,7 +36,7 @@ PRESETS = ("tiny", "emotion-llama")
 FORMATS = ("merr", "mer2023", "dfew", "csv", "jsonl")
 
 # MERR's nine labels (Emotion-LLaMA's instruction lists them in another order:
-# see trainer.tasks); MER2023's six; DFEW's seven, by the integer its CSVs use.
+# see trainer.data.tasks); MER2023's six; DFEW's seven, by the integer its CSVs use.
 MERR_LABELS = ("neutral", "angry", "happy", "sad", "worried", "surprise", "fear", "contempt", "doubt")
 MER2023_LABELS = ("neutral", "angry", "happy", "sad", "worried", "surprise")
 DFEW_LABELS = MappingProxyType({1: "happy", 2: "sad", 3: "neutral", 4: "angry", 5: "surprise", 6: "disgust", 7: "fear"})

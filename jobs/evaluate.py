@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `--working-dir .` ships the repo, not an install
 
-from trainer.cli_args import parse_dataclass  # noqa: E402
-from trainer.evaluate import EvalConfig, evaluate  # noqa: E402
+from trainer.evaluation.evaluate import EvalConfig, evaluate  # noqa: E402
+from trainer.train.config import parse_dataclass  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
@@ -46,8 +46,8 @@ def main(argv: list[str]) -> int:
         hint = " Make the demo store with: python jobs/extract.py" if "demo_out" in source else ""
         print(f"evaluate: no feature cache at {source}.{hint}", file=sys.stderr)
         return 2
-    from trainer.data import CacheError
-    from trainer.judge import JudgeError
+    from trainer.data.cache import CacheError
+    from trainer.evaluation.judge import JudgeError
 
     try:
         m = evaluate(cfg)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `--working-dir .` ships the repo, not an install
 
-from trainer.cli_args import parse_dataclass  # noqa: E402
-from trainer.predict import PredictConfig, predict  # noqa: E402
+from trainer.evaluation.predict import PredictConfig, predict  # noqa: E402
+from trainer.train.config import parse_dataclass  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `--working-dir .` ships the repo, not an install
 
-from trainer.config import parse_config  # noqa: E402
-from trainer.recipe import main as train  # noqa: E402
+from trainer.train.config import parse_config  # noqa: E402
+from trainer.train.launch import main as train  # noqa: E402
 
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"  # what runs with no arguments
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import transformers
 
-from featstore.checks import positive_int
+from featstore.checks import one_of, positive_int
 from featstore.spec import DTYPES, FeatureSpec, canonical_json
 
 # Compute dtypes a caller may ask for, by name. bfloat16 is compute only: storage
@@ -143,17 +143,6 @@ def check_output_dtype(output_dtype: str) -> np.dtype:
     return np.dtype(output_dtype)
 
 
-def check_attn_implementation(name: str) -> str:
-    """Validate an attention implementation name (it changes the bytes, so it is recorded).
-
-    Raises:
-        ValueError: ``name`` is not one of ``ATTN_IMPLEMENTATIONS``.
-    """
-    if name not in ATTN_IMPLEMENTATIONS:
-        raise ValueError(f"attn_implementation {name!r} is not one of {ATTN_IMPLEMENTATIONS}")
-    return name
-
-
 def ask_for_determinism(device: torch.device) -> None:
     """Ask torch for deterministic kernels and no autotuning, for this whole process.
 
@@ -225,7 +214,7 @@ def init_common(
     enc.device = choose_device(device)
     enc.compute_dtype = choose_dtype(enc.device, dtype)
     enc.output_dtype = check_output_dtype(output_dtype)
-    enc.attn = check_attn_implementation(attn_implementation)
+    enc.attn = one_of("attn_implementation", attn_implementation, ATTN_IMPLEMENTATIONS)
     enc.clips_per_forward = positive_int("clips_per_forward", clips_per_forward)
     enc.upstream = check_upstream(upstream)
     if deterministic:

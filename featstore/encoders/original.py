@@ -123,6 +123,21 @@ def read_state(slot: str, path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+# Per block: ours=theirs, the layers whose weight and bias are copied as they are.
+_EVA_LINEAR = "self_attn.projection=attn.proj layer_norm1=norm1 layer_norm2=norm2 mlp.fc1=mlp.fc1 mlp.fc2=mlp.fc2"
+_MAE_LINEAR = "attention.o_proj=attn.proj layernorm_before=norm1 layernorm_after=norm2 mlp.fc1=mlp.fc1 mlp.fc2=mlp.fc2"
+_VIDEOMAE_LINEAR = "attention.output.dense=attn.proj layernorm_before=norm1 layernorm_after=norm2 intermediate.dense=mlp.fc1 output.dense=mlp.fc2"
+
+
+def _copy_linear(
+    out: dict[str, torch.Tensor], state: dict[str, torch.Tensor], slot: str, b: str, o: str, pairs: str
+) -> None:
+    """Weight and bias of each ``ours=theirs`` pair: ``state[b + theirs]`` into ``out[o + ours]``."""
+    for ours, theirs in (pair.split("=") for pair in pairs.split()):
+        for part in (".weight", ".bias"):
+            out[o + ours + part] = _take(state, b + theirs + part, slot)
+
+
 def _take(state: dict[str, torch.Tensor], key: str, slot: str) -> torch.Tensor:
     if key not in state:
         raise CheckpointError(f"{slot} encoder: the original file lacks {key!r}")
@@ -188,33 +203,32 @@ def convert_eva(
         q_bias, v_bias = _take(state, b + "attn.q_bias", slot), _take(state, b + "attn.v_bias", slot)
         out[o + "self_attn.qkv.weight"] = _take(state, b + "attn.qkv.weight", slot)
         out[o + "self_attn.qkv.bias"] = torch.cat((q_bias, torch.zeros_like(v_bias), v_bias))
-        for ours, theirs in (
-            ("self_attn.projection", "attn.proj"),
-            ("layer_norm1", "norm1"),
-            ("layer_norm2", "norm2"),
-            ("mlp.fc1", "mlp.fc1"),
-            ("mlp.fc2", "mlp.fc2"),
-        ):
-            out[o + ours + ".weight"] = _take(state, b + theirs + ".weight", slot)
-            out[o + ours + ".bias"] = _take(state, b + theirs + ".bias", slot)
+        _copy_linear(out, state, slot, b, o, _EVA_LINEAR)
         hidden = out[o + "mlp.fc1.weight"].shape[0]
     _left_over(slot, state)
     # Blip2VisionModel's post_layernorm is not part of EVA: unit weights, so that
     # last_hidden_state is at least defined; the original's output is ln_vision.
     out["post_layernorm.weight"] = torch.ones(width, dtype=patch.dtype)
     out["post_layernorm.bias"] = torch.zeros(width, dtype=patch.dtype)
-    config = Blip2VisionConfig(
+    config = _vit_config(Blip2VisionConfig, width, hidden, keep, EVA_HEAD_DIM, image_size, p, EVA_EPS, qkv_bias=True)
+    return config, out, {"blocks_in_file": total, "blocks_kept": keep, "dropped": len(dropped)}
+
+
+def _vit_config(
+    cls: Any, width: int, hidden: int, depth: int, head_dim: int, image_size: int, patch: int, eps: float, **extra: Any
+) -> Any:
+    """A transformers ViT-family config for weights of this width, MLP size and depth (GELU MLPs)."""
+    return cls(
         hidden_size=width,
         intermediate_size=hidden,
-        num_hidden_layers=keep,
-        num_attention_heads=width // EVA_HEAD_DIM,
+        num_hidden_layers=depth,
+        num_attention_heads=width // head_dim,
         image_size=image_size,
-        patch_size=p,
+        patch_size=patch,
         hidden_act="gelu",
-        layer_norm_eps=EVA_EPS,
-        qkv_bias=True,
+        layer_norm_eps=eps,
+        **extra,
     )
-    return config, out, {"blocks_in_file": total, "blocks_kept": keep, "dropped": len(dropped)}
 
 
 def _split_qkv(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -256,29 +270,11 @@ def convert_mae(state: dict[str, torch.Tensor]) -> tuple[Any, dict[str, torch.Te
             out[f"{o}attention.{name}_proj.weight"] = w
         for name, w in zip("qkv", _split_qkv(_take(state, b + "attn.qkv.bias", slot))):
             out[f"{o}attention.{name}_proj.bias"] = w
-        for ours, theirs in (
-            ("attention.o_proj", "attn.proj"),
-            ("layernorm_before", "norm1"),
-            ("layernorm_after", "norm2"),
-            ("mlp.fc1", "mlp.fc1"),
-            ("mlp.fc2", "mlp.fc2"),
-        ):
-            out[o + ours + ".weight"] = _take(state, b + theirs + ".weight", slot)
-            out[o + ours + ".bias"] = _take(state, b + theirs + ".bias", slot)
+        _copy_linear(out, state, slot, b, o, _MAE_LINEAR)
         hidden = out[o + "mlp.fc1.weight"].shape[0]
     _left_over(slot, state)
-    config = ViTMAEConfig(
-        hidden_size=width,
-        intermediate_size=hidden,
-        num_hidden_layers=depth,
-        num_attention_heads=width // 64,  # vit_large_patch16: 16 heads of 64 (mae/models_vit.py)
-        image_size=grid * p,
-        patch_size=p,
-        hidden_act="gelu",
-        layer_norm_eps=VIT_EPS,
-        qkv_bias=True,
-        mask_ratio=0.0,
-    )
+    # vit_large_patch16: 16 heads of 64 (mae/models_vit.py)
+    config = _vit_config(ViTMAEConfig, width, hidden, depth, 64, grid * p, p, VIT_EPS, qkv_bias=True, mask_ratio=0.0)
     return config, out, {"dropped": len(unused), "unit_final_norm": unit_norm}
 
 
@@ -315,31 +311,13 @@ def convert_videomae(state: dict[str, torch.Tensor]) -> tuple[Any, dict[str, tor
         out[a + "query.weight"], out[a + "key.weight"], out[a + "value.weight"] = q, k, v
         out[a + "query.bias"] = _take(state, b + "attn.q_bias", slot)
         out[a + "value.bias"] = _take(state, b + "attn.v_bias", slot)
-        for ours, theirs in (
-            ("attention.output.dense", "attn.proj"),
-            ("layernorm_before", "norm1"),
-            ("layernorm_after", "norm2"),
-            ("intermediate.dense", "mlp.fc1"),
-            ("output.dense", "mlp.fc2"),
-        ):
-            out[o + ours + ".weight"] = _take(state, b + theirs + ".weight", slot)
-            out[o + ours + ".bias"] = _take(state, b + theirs + ".bias", slot)
+        _copy_linear(out, state, slot, b, o, _VIDEOMAE_LINEAR)
         hidden = out[o + "intermediate.dense.weight"].shape[0]
     _left_over(slot, state)
-    config = VideoMAEConfig(
-        hidden_size=width,
-        intermediate_size=hidden,
-        num_hidden_layers=depth,
-        num_attention_heads=width // 64,  # vit_large_patch16_224: 16 heads of 64
-        image_size=224,
-        patch_size=p,
-        num_frames=VIDEOMAE_FRAMES,
-        tubelet_size=tubelet,
-        hidden_act="gelu",
-        layer_norm_eps=VIT_EPS,
-        qv_bias=True,
-        use_mean_pooling=True,
-    )
+    config = _vit_config(  # vit_large_patch16_224: 16 heads of 64
+        VideoMAEConfig, width, hidden, depth, 64, 224, p, VIT_EPS,
+        num_frames=VIDEOMAE_FRAMES, tubelet_size=tubelet, qv_bias=True, use_mean_pooling=True,
+    )  # fmt: skip
     return config, out, {"dropped": len(unused)}
 
 

@@ -19,6 +19,8 @@ import numpy as np
 import PIL
 from PIL import Image
 
+from featstore.checks import one_of
+
 # OpenAI CLIP statistics (BLIP-2's eval transform; transformers' OPENAI_CLIP_MEAN/STD).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -43,7 +45,7 @@ def init_image(enc: Any, resample: str, image_mean: Sequence[float], image_std: 
     Raises:
         ValueError: naming the bad value.
     """
-    enc.resample = check_resample(resample)
+    enc.resample = one_of("resample", resample, RESAMPLE)
     enc.image_mean = check_stats("image_mean", image_mean)
     enc.image_std = check_stats("image_std", image_std)
 
@@ -57,17 +59,6 @@ def image_spec(enc: Any) -> dict[str, Any]:
         "image_std": list(enc.image_std),
         "pillow_version": PILLOW_VERSION,
     }
-
-
-def check_resample(name: str) -> str:
-    """Validate a resample filter name.
-
-    Raises:
-        ValueError: ``name`` is not one of ``RESAMPLE``.
-    """
-    if name not in RESAMPLE:
-        raise ValueError(f"resample {name!r} is not one of {sorted(RESAMPLE)}")
-    return name
 
 
 def check_stats(name: str, values: Sequence[float]) -> tuple[float, float, float]:

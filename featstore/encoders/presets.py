@@ -77,32 +77,21 @@ REAL_EVA = dict(
     layer_norm_eps=1e-6,
     qkv_bias=True,
 )
+# ViT-L/16 at 224 px, as both MAE and VideoMAE large checkpoints have it.
+_VIT_LARGE = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    image_size=224,
+    patch_size=16,
+    layer_norm_eps=1e-12,
+    qkv_bias=True,
+)
 # facebook/vit-mae-large encoder (the decoder is not part of ViTMAEModel).
-REAL_MAE = dict(
-    hidden_size=1024,
-    intermediate_size=4096,
-    num_hidden_layers=24,
-    num_attention_heads=16,
-    image_size=224,
-    patch_size=16,
-    layer_norm_eps=1e-12,
-    qkv_bias=True,
-    mask_ratio=0.0,
-)
+REAL_MAE = dict(_VIT_LARGE, mask_ratio=0.0)
 # MCG-NJU/videomae-large (pre-training checkpoint: final layer norm, no mean pooling).
-REAL_VIDEOMAE = dict(
-    hidden_size=1024,
-    intermediate_size=4096,
-    num_hidden_layers=24,
-    num_attention_heads=16,
-    image_size=224,
-    patch_size=16,
-    num_frames=16,
-    tubelet_size=2,
-    layer_norm_eps=1e-12,
-    qkv_bias=True,
-    use_mean_pooling=False,
-)
+REAL_VIDEOMAE = dict(_VIT_LARGE, num_frames=16, tubelet_size=2, use_mean_pooling=False)
 # TencentGameMate/chinese-hubert-large: layer-norm conv features, pre-norm ("stable") transformer.
 REAL_HUBERT = dict(
     hidden_size=1024,

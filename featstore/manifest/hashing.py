@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 from featstore.checks import positive_int
 from featstore.paths import resolve
@@ -117,3 +118,24 @@ def problem_hash(markers: list[str]) -> str:
 def is_problem_hash(media_hash: str) -> bool:
     """True if ``media_hash`` (hex) was made by :func:`problem_hash`, not from media bytes."""
     return media_hash.lower().startswith(PROBLEM_PREFIX.hex())
+
+
+def manifest_hashes(manifest: Any, index: Any = None) -> list[str]:
+    """The media hash each manifest sample gets in a store whose index is ``index``
+    (a ``SampleIndex``; None: a new store).
+
+    A sample whose media cannot be used (``Sample.error``: missing, outside the
+    root, unreadable) gets the hash that marks its problem. A sample already in
+    the store with a content hash keeps that hash when its media goes missing:
+    the features computed from those bytes stay.
+    """
+    hashes = []
+    for s in manifest.samples:
+        digest = s.media_hash
+        if digest is None and s.error is not None:  # a manifest saved before problems had hashes
+            digest = problem_hash([f"error:{s.error}"])
+        if s.error is not None and index is not None and s.sample_id in index:
+            kept = index.media_hash(s.sample_id)
+            digest = digest if is_problem_hash(kept) else kept
+        hashes.append(digest)
+    return hashes

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,20 +72,11 @@ class GcReport:
         return self.bytes_before - self.bytes_after
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "store": self.store,
-            "dry_run": self.dry_run,
-            "removed_specs": self.removed_specs,
-            "kept_specs": self.kept_specs,
-            "removed_samples": len(self.removed_samples),
-            "removed_sample_ids": self.removed_samples,
-            "samples_before": self.samples_before,
-            "samples_after": self.samples_after,
-            "bytes_before": self.bytes_before,
-            "bytes_after": self.bytes_after,
-            "bytes_freed": self.bytes_freed,
-            "recovered": self.recovered,
-        }
+        """Plain data: every field, ``removed_samples`` as a count beside ``removed_sample_ids``, and ``bytes_freed``."""
+        out = asdict(self)
+        out["removed_sample_ids"] = out["removed_samples"]
+        out["removed_samples"] = len(self.removed_samples)
+        return {**out, "bytes_freed": self.bytes_freed}
 
 
 def _local(url: str | Path) -> Path:

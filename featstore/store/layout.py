@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from zarr.codecs import BloscCodec, ZstdCodec
 
@@ -99,3 +101,24 @@ def encode_text(text: str, width: int) -> np.ndarray:
 def decode_text(row: np.ndarray) -> str:
     """Inverse of ``encode_text``."""
     return bytes(row).rstrip(b"\0").decode("utf-8")
+
+
+def create_index_arrays(group: Any) -> None:
+    """The sample index's arrays in a new store's ``group``: ``samples/id`` and
+    ``samples/media_hash`` (fixed-width uint8 rows), and the annotations as one byte
+    array with int64 offsets (core Zarr v3 types only, so other readers can open them)."""
+    arrays = (
+        ("id", (0, ID_BYTES), (INDEX_CHUNK, ID_BYTES), "uint8"),
+        ("media_hash", (0, HASH_BYTES), (INDEX_CHUNK, HASH_BYTES), "uint8"),
+        ("annotation_offsets", (1,), (OFFSETS_CHUNK,), "int64"),
+        ("annotation_bytes", (0,), (ANNOTATION_CHUNK,), "uint8"),
+    )
+    for name, shape, chunks, dtype in arrays:
+        group.create_array(
+            f"samples/{name}",
+            shape=shape,
+            chunks=chunks,
+            dtype=dtype,
+            fill_value=0,
+            compressors=compressors_for("zstd3", dtype),
+        )

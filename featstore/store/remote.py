@@ -16,7 +16,9 @@ from collections.abc import Iterator, Mapping
 
 import fsspec
 
-__all__ = ["describe", "is_remote", "probe_bucket", "redact"]
+from featstore.errors import StorageAccessError
+
+__all__ = ["describe", "is_remote", "probe_bucket", "raise_described", "redact", "store_options"]
 
 LOCAL_PROTOCOLS = frozenset({"file", "local", "memory"})
 # Protocols whose URLs start with a bucket (S3, GCS) or container (Azure) name.
@@ -160,3 +162,25 @@ def probe_bucket(url: str, storage_options: Mapping | None = None) -> str | None
     except Exception as e:  # the driver's own errors: described when they are a storage problem
         return describe(url, e, storage_options)
     return None
+
+
+def store_options(url: str, storage_options: dict | None) -> dict | None:
+    """Storage options a store is opened with: for remote URLs, fsspec's listings cache
+    is off unless the caller set it.
+
+    A driver such as s3fs answers "does this object exist" and "how big is it"
+    from a cached listing of its folder when it has one, so a handle that once
+    listed a unit's chunks (``featstore info`` counts them) would read a chunk
+    another process committed later as missing, i.e. pending. Reads and commit
+    checks must see the storage as it is now, whatever was listed before.
+    """
+    if not is_remote(url):
+        return storage_options
+    return {"use_listings_cache": False, **(storage_options or {})}
+
+
+def raise_described(url: str, exc: Exception, storage_options: dict | None) -> None:
+    """Raise StorageAccessError when ``exc`` is a storage problem (``describe``)."""
+    problem = describe(url, exc, storage_options)
+    if problem:
+        raise StorageAccessError(problem) from None

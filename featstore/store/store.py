@@ -12,52 +12,27 @@ import numpy as np
 import zarr
 
 from featstore.errors import SpecMismatchError, StorageAccessError, StoreError
+from featstore.manifest.hashing import manifest_hashes
 from featstore.spec import FORMAT_VERSION, FeatureSpec, canonical_json
 from featstore.store.array import FeatureArray
 from featstore.store.index import SampleIndex, check_sample_id, hash_row
 from featstore.store.layout import (
-    ANNOTATION_CHUNK,
     ARRAY_CONFIG,
     DEFAULT_CODEC,
     FORMAT_KEY,
     HASH_BYTES,
-    ID_BYTES,
-    INDEX_CHUNK,
-    OFFSETS_CHUNK,
     REASON_BYTES,
     STAGE_BYTES,
     compressors_for,
+    create_index_arrays,
     default_unit_size,
 )
-from featstore.store.remote import describe, is_remote, probe_bucket
+from featstore.store.remote import probe_bucket, raise_described, store_options
 
 if TYPE_CHECKING:
     from featstore.manifest import Manifest
 
 SPECS_GROUP = "specs"
-
-
-def manifest_hashes(manifest: Manifest, index: SampleIndex | None = None) -> list[str]:
-    """The media hash each manifest sample gets in a store whose index is ``index``
-    (None: a new store).
-
-    A sample whose media cannot be used (``Sample.error``: missing, outside the
-    root, unreadable) gets the hash that marks its problem. A sample already in
-    the store with a content hash keeps that hash when its media goes missing:
-    the features computed from those bytes stay.
-    """
-    from featstore.manifest.hashing import is_problem_hash, problem_hash
-
-    hashes = []
-    for s in manifest.samples:
-        digest = s.media_hash
-        if digest is None and s.error is not None:  # a manifest saved before problems had hashes
-            digest = problem_hash([f"error:{s.error}"])
-        if s.error is not None and index is not None and s.sample_id in index:
-            kept = index.media_hash(s.sample_id)
-            digest = digest if is_problem_hash(kept) else kept
-        hashes.append(digest)
-    return hashes
 
 
 class FeatureStore:
@@ -101,33 +76,9 @@ class FeatureStore:
         except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as e:
             raise StoreError(f"cannot create a store at {url}: something is already there ({e})") from None
         except Exception as e:  # no such bucket, access denied, endpoint unreachable
-            _raise_described(url, e, storage_options)
+            raise_described(url, e, storage_options)
             raise
-        for name, width in (("id", ID_BYTES), ("media_hash", HASH_BYTES)):
-            group.create_array(
-                f"samples/{name}",
-                shape=(0, width),
-                chunks=(INDEX_CHUNK, width),
-                dtype="uint8",
-                fill_value=0,
-                compressors=compressors_for("zstd3", "uint8"),
-            )
-        group.create_array(
-            "samples/annotation_offsets",
-            shape=(1,),
-            chunks=(OFFSETS_CHUNK,),
-            dtype="int64",
-            fill_value=0,
-            compressors=compressors_for("zstd3", "int64"),
-        )
-        group.create_array(
-            "samples/annotation_bytes",
-            shape=(0,),
-            chunks=(ANNOTATION_CHUNK,),
-            dtype="uint8",
-            fill_value=0,
-            compressors=compressors_for("zstd3", "uint8"),
-        )
+        create_index_arrays(group)
         group.require_group(SPECS_GROUP)
         return cls(group, url)
 
@@ -158,7 +109,7 @@ class FeatureStore:
                 raise StorageAccessError(problem) from None
             raise StoreError(f"no featstore at {url}: {e}") from None
         except Exception as e:  # access denied, endpoint unreachable
-            _raise_described(url, e, storage_options)
+            raise_described(url, e, storage_options)
             raise
         return cls(group, url)
 
@@ -438,28 +389,6 @@ class FeatureStore:
             p.unlink(missing_ok=True)
             removed.append(str(p))
         return removed
-
-
-def store_options(url: str, storage_options: dict | None) -> dict | None:
-    """Storage options a store is opened with: for remote URLs, fsspec's listings cache
-    is off unless the caller set it.
-
-    A driver such as s3fs answers "does this object exist" and "how big is it"
-    from a cached listing of its folder when it has one, so a handle that once
-    listed a unit's chunks (``featstore info`` counts them) would read a chunk
-    another process committed later as missing, i.e. pending. Reads and commit
-    checks must see the storage as it is now, whatever was listed before.
-    """
-    if not is_remote(url):
-        return storage_options
-    return {"use_listings_cache": False, **(storage_options or {})}
-
-
-def _raise_described(url: str, exc: Exception, storage_options: dict | None) -> None:
-    """Raise StorageAccessError when ``exc`` is a storage problem (``remote.describe``)."""
-    problem = describe(url, exc, storage_options)
-    if problem:
-        raise StorageAccessError(problem) from None
 
 
 def store_files(root: str | Path) -> Iterable[Path]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from featstore import FeatureSpec, FeatureStore, export_wds
-from trainer.tiny import build_tiny_llm
+from trainer.model.tiny import build_tiny_llm
 
 TINY_SHAPES = {"global": (1025, 32), "local": (32,), "temporal": (32,), "audio": (32,)}
 LABELS = ("neutral", "angry", "happy", "sad", "worried", "surprise", "fear", "contempt", "doubt")
@@ -70,8 +70,8 @@ def cache(tmp_path_factory):
 
 def make_checkpoint(store, out_dir, tiny_dir, expect, tasks: str = "emotion,reason"):
     """An untrained (step 0) checkpoint on ``store``, saved by the training recipe itself."""
-    from trainer.config import TrainConfig
-    from trainer.recipe import TrainRecipe
+    from trainer.train.config import TrainConfig
+    from trainer.train.recipe import TrainRecipe
 
     cfg = TrainConfig(
         cache="zarr",
@@ -97,17 +97,17 @@ def demo_tree(tmp_path_factory, tiny_llm):
     Returns:
         (the folder holding demo_out, {slot: spec id}).
     """
+    from featstore.demo import make_demo_dataset
     from featstore.encoders import build_tiny_checkpoints, load_encoders
+    from featstore.manifest import load_manifest
     from featstore.media.clip import DecodeConfig, collate, decode_clip
-    from trainer.featstore_bridge import demo_tools
-    from trainer.live import ENCODER_TINY_DIR
-    from trainer.projector import FEATURE_SLOTS
+    from trainer.data.live import ENCODER_TINY_DIR
+    from trainer.model.projector import FEATURE_SLOTS
 
     root = tmp_path_factory.mktemp("demo-tree")
     out = root / "demo_out"
-    demo = demo_tools()
-    data = demo.make_demo_dataset(out / "data", n=3, seconds=1.0, audio_source="synth")
-    manifest = demo.load_manifest(data, format="merr")
+    data = make_demo_dataset(out / "data", n=3, seconds=1.0, audio_source="synth")
+    manifest = load_manifest(data, format="merr")
     store = FeatureStore.create(out / "store.zarr")
     store.add_manifest(manifest)
     decode = DecodeConfig()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from featstore.errors import ShardFormatError
-from featstore.shards.reader import npy_array, tar_members
+from featstore.shards.tar import npy_array, tar_members
 
 
 def npy(arr: np.ndarray) -> bytes:
