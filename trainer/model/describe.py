@@ -3,6 +3,7 @@
     python -m trainer.model.describe --preset emotion-llama [--json]
     python -m trainer.model.describe --preset tiny
     python -m trainer.model.describe --memory --batch-size 1 --dtype bf16 [--tokens 400] [--grad-checkpointing]
+    python -m trainer.model.describe --estimate-epoch --samples 28618 --gpu a10g [--mfu 0.35] [--store STORE]
 
 The model is built on the meta device (shapes only), so the 7B preset costs
 nothing to describe. Real size: 33,554,432 LoRA and 41,439,232 projector
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--tokens",
         type=int,
         default=400,
-        help="--memory: sequence length: 260 feature tokens + prompt + answer (default: 400; "
+        help="--memory and --estimate-epoch: sequence length: 260 feature tokens + prompt + answer (default: 400; "
         "up to about 1344 for reasoning answers at max_txt_len 1024)",
     )
     parser.add_argument(
@@ -85,9 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--grad-checkpointing", action="store_true", help="--memory: with the trainer's --grad-checkpointing"
     )
+    _estimate_options(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     args = parser.parse_args(argv)
     lora = LoraSettings(r=args.lora_r)
+    if args.estimate_epoch:
+        return _estimate(args, parser)
     if args.memory:
         from trainer.model.memory import CARDS_GB, estimate_memory, largest_batch, memory_text
 
@@ -118,6 +122,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     d = describe(args.preset, lora)
     print(json.dumps(d, indent=2) if args.json else _text(d))
+    return 0
+
+
+def _estimate_options(parser: argparse.ArgumentParser) -> None:
+    from trainer.model.estimate import DEFAULT_MFU, GPU_ALIASES
+
+    parser.add_argument(
+        "--estimate-epoch",
+        action="store_true",
+        help="estimate an epoch's GPU time and cost, cached against online, from FLOPs at real size "
+        "(--tokens is the sequence length) and an assumed MFU, beside measured encoder rates if any",
+    )
+    parser.add_argument("--samples", type=int, default=28618, help="--estimate-epoch: samples an epoch (MERR: 28618)")
+    parser.add_argument(
+        "--gpu", default="a10g", help=f"--estimate-epoch: the card, {sorted(GPU_ALIASES)} or its full name"
+    )
+    parser.add_argument(
+        "--mfu", type=float, default=DEFAULT_MFU, help=f"--estimate-epoch: assumed MFU (default: {DEFAULT_MFU})"
+    )
+    parser.add_argument("--peak-tflops", type=float, help="--estimate-epoch: the card's dense fp16/bf16 peak")
+    parser.add_argument(
+        "--price", type=float, help="--estimate-epoch: USD per GPU-hour (default: featstore's on-demand table)"
+    )
+    parser.add_argument("--epochs", type=int, default=30, help="--estimate-epoch: epochs of a run (default: 30)")
+    parser.add_argument("--rates", help="--estimate-epoch: a rates file from `featstore calibrate` on that card")
+    parser.add_argument("--store", help="--estimate-epoch: a store whose extraction jobs recorded rates")
+
+
+def _estimate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from featstore.extract.cluster import load_prices
+    from featstore.extract.rates import load_rates_file, store_rates
+    from trainer.model.estimate import estimate_epoch, estimate_text
+
+    try:
+        rates = [*(load_rates_file(args.rates) if args.rates else []), *(store_rates(args.store) if args.store else [])]
+        d = estimate_epoch(
+            args.samples,
+            args.gpu,
+            mfu=args.mfu,
+            peak_tflops=args.peak_tflops,
+            usd_per_gpu_hour=args.price,
+            prices=load_prices(),
+            epochs=args.epochs,
+            seq_len=args.tokens,
+            rates=rates,
+        )
+    except (OSError, ValueError) as e:
+        parser.error(str(e))
+    print(json.dumps(d, indent=2) if args.json else estimate_text(d))
     return 0
 
 
