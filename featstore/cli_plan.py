@@ -33,11 +33,12 @@ PLAN_OPTIONS = (
 # ExtractConfig options that decide how fast it runs (used by --estimate only).
 ESTIMATE_OPTIONS = ("actors", "decode_cpus", "write_tasks")
 # The job's options a calibration takes: all but the outputs and the sample selection
-# (it writes a scratch store, one clip a unit, from the first usable clips).
+# (it writes a scratch store, one clip a unit, from the first usable clips; --unit-size
+# is the size of the unit whose write it times).
 CALIBRATE_OPTIONS = (
     "dataset",
     "work_dir",
-    *(o for o in PLAN_OPTIONS if o not in ("unit_size", "limit", "retry_failed")),
+    *(o for o in PLAN_OPTIONS if o not in ("limit", "retry_failed")),
     *ESTIMATE_OPTIONS,
     "cpus_per_actor",
     "write_cpus",
@@ -78,7 +79,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     lines = plan.lines()
     if args.estimate:
         try:
-            est = _estimate(args, cfg, plan, store, nodes, overrides)
+            est = _estimate(args, cfg, plan, nodes, overrides)
         except ValueError as e:
             print(f"featstore plan: {e}", file=sys.stderr)
             return 2
@@ -106,16 +107,14 @@ def _nodes(args: argparse.Namespace) -> list[Any]:
         raise ValueError(f"--cluster {args.cluster}: {e.strerror or e}") from e
 
 
-def _estimate(
-    args: argparse.Namespace, cfg: Any, plan: Any, store: FeatureStore | None, nodes: list, overrides: Any
-) -> Any:
-    """The plan's estimate from the store's job rates and the --rates files."""
+def _estimate(args: argparse.Namespace, cfg: Any, plan: Any, nodes: list, overrides: Any) -> Any:
+    """The plan's estimate from the store's job rates (``<store>.rates.json``) and the --rates files."""
     from featstore.extract.cluster import load_prices
     from featstore.extract.estimate import estimate_plan
     from featstore.extract.rates import RateTable, load_rates_file, store_rates
     from featstore.extract.throughput import Options
 
-    records = store_rates(store) if store is not None else []
+    records = store_rates(args.store)
     for path in args.rates:
         try:
             records += load_rates_file(path)
@@ -147,7 +146,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         s = result["summary"]
         console.print(
             f"calibrated on {s['clips_run']} clip(s) in {s['units_run']} unit(s), {s['wall_seconds']} s; "
-            + rates_line(s["rates"], s["startup_seconds"]).replace(" (appended to the store's extract_rates)", "")
+            + rates_line(s["rates"], s["startup_seconds"]).replace(" (appended to the store's .rates.json)", "")
         )
         console.print(f"appended {len(result['records'])} record(s) to {result['file']}")
     return 0
@@ -190,7 +189,8 @@ def add_plan_commands(sub: Any, store_help: str) -> None:
         metavar="FILE",
         action="append",
         default=[],
-        help="rates file written by featstore calibrate (repeatable), besides the rates in the store",
+        help="rates file written by featstore calibrate (repeatable), besides the rates the extraction jobs "
+        "recorded beside the store (STORE.rates.json)",
     )
     est.add_argument(
         "--price",
@@ -210,7 +210,8 @@ def add_plan_commands(sub: Any, store_help: str) -> None:
         "write stage) on the first --clips usable clips of the dataset, one clip a unit, into a scratch "
         "store, and append the measured rates to --out: seconds per clip of the decode stage, of each "
         "encoder (keyed by spec id and device: cpu or the CUDA device name) and of the write stage, "
-        "the run's start-up, and each slot's decode timed alone. Take the options of the run you will "
+        "the run's start-up, each slot's decode timed alone, and the write of one unit of --unit-size. "
+        "Take the options of the run you will "
         "estimate (they decide the spec ids), on the machine type it will run on: on a cluster, submit "
         "it as a job (ray job submit ... -- featstore calibrate ... --scratch s3://bucket/scratch.zarr).",
     )

@@ -6,15 +6,17 @@ dataset into a scratch store, one clip a unit, so that a calibration of N clips
 starts as many decode and write workers as a long run would on a machine of up
 to N CPUs. From its per-unit records come the decode, encode and write rates
 (``rates.run_records``, as every job records them) and the start-up (its wall
-time beyond the throughput model of its units). Each slot's decode is then
-timed alone on the same clips in this process, which gives each slot's share of
-the joint decode. The records are appended to a rates file for
-``featstore plan --estimate --rates FILE``.
+time beyond the throughput model of its units). Then, in this process, each
+slot's decode is timed alone on the same clips (each slot's share of the joint
+decode), and one unit of the run's ``--unit-size`` is written (the write rate:
+a one-clip unit's write is nearly all per-unit cost). The records are appended
+to a rates file for ``featstore plan --estimate --rates FILE``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import shutil
 import tempfile
 import time
@@ -24,7 +26,7 @@ from typing import Any
 from featstore.errors import StoreError
 from featstore.extract.config import ExtractConfig
 from featstore.extract.console import Console
-from featstore.extract.rates import decode_key, save_rates_file, spec_set_key
+from featstore.extract.rates import decode_key, feature_layouts, save_rates_file, spec_set_key, write_key
 from featstore.extract.run import job_manifest, resolve_dataset, run_extract
 from featstore.extract.specs import decode_config
 from featstore.store import FeatureStore
@@ -73,10 +75,13 @@ def calibrate(
         summary = run_extract(run_cfg, console, manifest=dataclasses.replace(manifest, samples=usable))
         store = FeatureStore.open(url)
         specs = {slot: store.feature(c["key"]).spec for slot, c in summary["specs"].items()}
+        features = {slot: [x for _, x in store.feature(spec.key).iter_committed()] for slot, spec in specs.items()}
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    records = [{**r, "source": "calibrate"} for r in summary["rates"]]
+    # The pipeline's writes were of one-clip units: their cost is nearly all per unit, so
+    # the write rate comes from a whole unit of the run's size, written below instead.
+    records = [{**r, "source": "calibrate"} for r in summary["rates"] if r["kind"] != "write"]
     stamp = {k: records[0][k] for k in ("source", "measured_at", "host")} if records else {}
     encode_devices = sorted({r["device"] for r in records if r["kind"] == "encode"})
     slots = list(specs)
@@ -96,6 +101,7 @@ def calibrate(
         }
     )
     records += _slot_decodes(run_cfg, usable, specs, root, stamp)
+    records.append(_unit_write(specs, features, cfg.unit_size, stamp))
     save_rates_file(out, records)
     return {"records": records, "summary": summary, "file": str(out)}
 
@@ -126,3 +132,41 @@ def _slot_decodes(
             }
         )
     return out
+
+
+def _unit_write(
+    specs: dict[str, Any], features: dict[str, list], unit_size: int, stamp: dict[str, Any]
+) -> dict[str, Any]:
+    """One unit of the run's unit size written as the write stage writes it (every slot's
+    features, commit flags last) into a temporary local store: the calibration clips'
+    features repeated to fill the unit."""
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix="featstore-calibrate-write-") as tmp:
+        store = FeatureStore.create(Path(tmp) / "unit.zarr")
+        ids = [f"w{i}" for i in range(unit_size)]
+        store.add_samples(ids, [hashlib.sha256(i.encode()).hexdigest() for i in ids])
+        feats = {slot: store.add_spec(spec, unit_size=unit_size) for slot, spec in specs.items()}
+        data = {
+            slot: np.resize(np.stack(rows), (unit_size, *specs[slot].shape)).astype(specs[slot].dtype)
+            if rows
+            else np.zeros((unit_size, *specs[slot].shape), specs[slot].dtype)
+            for slot, rows in features.items()
+        }
+        t0 = time.perf_counter()
+        for slot, feat in feats.items():
+            feat.write_unit(0, data[slot])
+        seconds = time.perf_counter() - t0
+    slots = list(specs)
+    return {
+        "kind": "write",
+        "key": write_key(specs, slots),
+        "device": "cpu",
+        "clips": unit_size,
+        "units": 1,
+        "seconds": round(seconds, 4),
+        "slots": sorted(slots),
+        "features": feature_layouts(specs, slots),
+        "alone": True,  # a whole unit of the run's size, timed outside the pipeline, on a local folder
+        **stamp,
+    }

@@ -2,9 +2,9 @@
 
 A rate is never guessed: every record comes from a run that timed it, either
 ``featstore calibrate`` (the job's pipeline on a few clips, saved to a rates
-file) or an extraction job (appended to the store's root attribute
-``extract_rates`` by the coordinator after the run). A record says what was
-timed and where:
+file) or an extraction job (appended by the coordinator, after the run, to the
+store's rates file ``<store>.rates.json`` beside it: the store's own bytes must
+not depend on a run's speed). A record says what was timed and where:
 
 - ``kind``: ``encode`` (one encoder slot; ``key`` is its spec id), ``decode``
   (the decode stage for a set of slots; ``key`` is ``decode_key`` of their
@@ -36,7 +36,7 @@ from featstore.spec import FeatureSpec, canonical_json
 __all__ = [
     "FORMAT",
     "RateTable",
-    "STORE_ATTR",
+    "RATES_SUFFIX",
     "append_store_rates",
     "decode_key",
     "device_name",
@@ -45,11 +45,12 @@ __all__ = [
     "save_rates_file",
     "spec_set_key",
     "store_rates",
+    "store_rates_url",
     "write_key",
 ]
 
 FORMAT = 1
-STORE_ATTR = "extract_rates"
+RATES_SUFFIX = ".rates.json"  # the store's rates file, beside it
 FILE_KEY = "featstore_rates"
 KINDS = ("encode", "decode", "write", "startup")
 # Records kept in the store's attribute: the newest, so that zarr.json stays small
@@ -213,41 +214,73 @@ def _check_records(records: Any, where: str) -> list[dict[str, Any]]:
     return records
 
 
+def _parse(text: str, where: str) -> list[dict[str, Any]]:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: not JSON ({e})") from e
+    if not isinstance(doc, dict) or doc.get(FILE_KEY) != FORMAT:
+        raise ValueError(f"{where}: not a featstore rates file (expected {{'{FILE_KEY}': {FORMAT}, 'records': [...]}})")
+    return _check_records(doc.get("records"), where)
+
+
+def _dump(records: Sequence[Mapping[str, Any]]) -> str:
+    return json.dumps({FILE_KEY: FORMAT, "records": list(records)}, indent=1, sort_keys=True) + "\n"
+
+
 def load_rates_file(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a rates file written by ``featstore calibrate``.
+    """Records of a rates file (``featstore calibrate``'s, or a store's ``.rates.json``).
 
     Raises:
         FileNotFoundError: when the file does not exist.
         ValueError: naming the file when it is not a rates file.
     """
-    try:
-        doc = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not JSON ({e})") from e
-    if not isinstance(doc, dict) or doc.get(FILE_KEY) != FORMAT:
-        raise ValueError(f"{path}: not a featstore rates file (expected {{'{FILE_KEY}': {FORMAT}, 'records': [...]}})")
-    return _check_records(doc.get("records"), str(path))
+    return _parse(Path(path).read_text(), str(path))
 
 
 def save_rates_file(path: str | Path, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Append ``records`` to the rates file at ``path`` (created if missing); returns all its records."""
     p = Path(path)
-    old = load_rates_file(p) if p.exists() else []
-    doc = {FILE_KEY: FORMAT, "records": [*old, *map(dict, records)]}
-    p.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    return doc["records"]
+    kept = [*(load_rates_file(p) if p.exists() else []), *map(dict, records)]
+    p.write_text(_dump(kept))
+    return kept
 
 
-def store_rates(store: Any) -> list[dict[str, Any]]:
-    """Rate records the extraction jobs appended to a store (empty when none)."""
-    doc = store.attrs.get(STORE_ATTR) or {}
-    return _check_records(doc.get("records", []), f"{store.url} attribute {STORE_ATTR}")
+def store_rates_url(store_url: str) -> str:
+    """Where a store's job rates are kept: ``<store>.rates.json`` beside it (a rates
+    file). Not inside the store, whose bytes must not depend on how fast a run was
+    (DESIGN: a finished store is bitwise the same however it was made)."""
+    return str(store_url).rstrip("/") + RATES_SUFFIX
 
 
-def append_store_rates(store: Any, records: Sequence[Mapping[str, Any]]) -> None:
-    """Append a run's records to the store's ``extract_rates`` attribute (one
-    ``zarr.json`` write). Coordinator only, after the workers are done."""
+def _fs_path(url: str) -> tuple[Any, str]:
+    import fsspec
+
+    if "://" in url and not url.startswith("file://"):  # no cached listing or instance: another run may have written
+        return fsspec.core.url_to_fs(url, use_listings_cache=False, skip_instance_cache=True)
+    return fsspec.core.url_to_fs(url)
+
+
+def store_rates(store_url: str) -> list[dict[str, Any]]:
+    """Rate records the extraction jobs appended beside a store (empty when none).
+
+    Raises:
+        ValueError: naming the file when it is not a rates file.
+    """
+    url = store_rates_url(store_url)
+    fs, path = _fs_path(url)
+    try:
+        text = fs.cat_file(path).decode()
+    except FileNotFoundError:
+        return []
+    return _parse(text, url)
+
+
+def append_store_rates(store_url: str, records: Sequence[Mapping[str, Any]]) -> None:
+    """Append a run's records to the store's rates file (one small object, rewritten
+    whole; the newest ``STORE_KEEP`` kept). Coordinator only, after the workers are done."""
     if not records:
         return
-    kept = [*store_rates(store), *map(dict, records)][-STORE_KEEP:]
-    store.set_attr(STORE_ATTR, {"format": FORMAT, "records": kept})
+    kept = [*store_rates(store_url), *map(dict, records)][-STORE_KEEP:]
+    fs, path = _fs_path(store_rates_url(store_url))
+    fs.pipe_file(path, _dump(kept).encode())

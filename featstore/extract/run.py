@@ -191,7 +191,7 @@ def commit_units(ds: ray.data.Dataset, sink: StoreSink, cfg: ExtractConfig) -> l
 
 def record_rates(cfg: ExtractConfig, prep: Prepared, stats: list[dict[str, Any]], wall: float) -> dict[str, Any]:
     """The rates this run measured (``rates.run_records``), appended to the store's
-    ``extract_rates`` by the coordinator once every worker is done, and the run's
+    rates file (``<store>.rates.json``) by the coordinator once every worker is done, and the run's
     start-up: its wall time beyond the throughput model of its own units on this
     Ray cluster (what ``featstore calibrate`` records)."""
     if not stats:
@@ -199,7 +199,7 @@ def record_rates(cfg: ExtractConfig, prep: Prepared, stats: list[dict[str, Any]]
     specs = {slot: prep.store.feature(key).spec for slot, key in prep.keys.items()}
     records = run_records(stats, specs)
     try:
-        append_store_rates(prep.store, records)
+        append_store_rates(prep.store.url, records)
     except (OSError, ValueError, StoreError) as e:  # the features are committed; a lost figure is not worth failing for
         log.warning("rates not recorded in the store %s: %s", prep.store.url, e)
     loads = [

@@ -89,7 +89,7 @@ def rates_line(records: list[dict], startup: float | None = None) -> str:
         what = r.get("slot") or "+".join(r.get("slots", []))
         parts.append(f"{r['kind']} {what} {r['seconds'] / r['clips']:.4f} s/clip on {r['device']}")
     tail = f"; start-up {startup} s (wall time beyond the model of its units)" if startup is not None else ""
-    return "rates measured (appended to the store's extract_rates): " + ", ".join(parts) + tail
+    return "rates measured (appended to the store's .rates.json): " + ", ".join(parts) + tail
 
 
 def plan_summary(plan: Any) -> dict[str, Any]:

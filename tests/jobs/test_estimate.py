@@ -22,12 +22,12 @@ CLIPS = 12  # the dataset; the job runs the first RUN of them
 RUN = 8
 CALIBRATE = 2
 TOLERANCE = 0.30
+ATTEMPTS = 3
 SLOTS = ("local", "audio")
-# The job's options as plan takes them (on the CPU, as the job runs here), and as calibrate
-# takes them (no unit size: a calibration runs one clip a unit).
+# The job's options as plan takes them (on the CPU, as the job runs here); calibrate takes the
+# same (it runs one clip a unit, and times the write of a unit of --unit-size).
 PLAN_ARGS = [*JOB_ARGS, "--gpus-per-actor", "0"]
-_AT = JOB_ARGS.index("--unit-size")
-CALIBRATE_ARGS = JOB_ARGS[:_AT] + JOB_ARGS[_AT + 2 :]
+CALIBRATE_ARGS = JOB_ARGS
 ENV = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
 
 
@@ -75,14 +75,16 @@ def calibrated_run(out: Path, data: Path) -> tuple[dict, dict]:
 
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory, data):
-    """(estimate, summary, store, tries). The machine is shared with other test runs, so a
-    calibration and a job that ran under different load may miss by chance: one more pair
-    is run before the verdict; an estimate that is wrong misses both."""
+    """(estimate, summary, store folder, tries). The machine is shared with other test runs,
+    whose load comes and goes within a minute: the demo job's wall time was seen to vary
+    from 21 to 35 s between consecutive runs. So up to ATTEMPTS pairs are run, until one
+    is within the tolerance; an estimate that is wrong misses every one."""
     tries = []
-    for _ in range(2):
+    for _ in range(ATTEMPTS):
         out = tmp_path_factory.mktemp("pair")
+        load = os.getloadavg()[0]
         est, summary = calibrated_run(out, data)
-        tries.append((round(est["wall_s"], 2), summary["wall_seconds"]))
+        tries.append((round(est["wall_s"], 2), summary["wall_seconds"], load, os.getloadavg()[0]))
         print(f"estimate from {CALIBRATE} clips {est['wall_s']:.2f} s, job on {RUN} clips {summary['wall_seconds']} s")
         if abs(est["wall_s"] / summary["wall_seconds"] - 1) <= TOLERANCE:
             break
@@ -93,8 +95,8 @@ def test_calibration_on_2_clips_predicts_the_8_clip_run(measured):
     est, summary, _, tries = measured
     assert est["missing"] == [] and est["units"] == RUN // 2
     assert all(est["slots"][s]["clips"] == RUN for s in SLOTS)
-    predicted, wall = tries[-1]
-    assert abs(predicted / wall - 1) <= TOLERANCE, f"predicted vs measured wall seconds, per try: {tries}"
+    predicted, wall, *_ = tries[-1]
+    assert abs(predicted / wall - 1) <= TOLERANCE, f"(predicted s, measured s, load before, load after): {tries}"
     # The parts: start-up as measured by the calibration; the units' share is small here.
     assert est["wall_s"] == pytest.approx(est["startup_s"] + est["units_s"])
     assert summary["units_run"] == RUN // 2 and summary["clips_run"] == RUN
@@ -103,8 +105,8 @@ def test_calibration_on_2_clips_predicts_the_8_clip_run(measured):
 def test_the_job_appends_its_rates_to_the_store(measured):
     _, summary, out, _ = measured
     store = FeatureStore.open(out / "store.zarr")
-    records = store_rates(store)
-    assert records == summary["rates"]  # written by the coordinator after the run, readable by anyone
+    records = store_rates(str(out / "store.zarr"))
+    assert records == summary["rates"]  # written by the coordinator after the run, beside the store
     encode = {r["slot"]: r for r in records if r["kind"] == "encode"}
     assert {s: (r["key"], r["device"], r["clips"]) for s, r in encode.items()} == {
         s: (store.feature(s).spec.id, "cpu", RUN) for s in SLOTS
@@ -122,7 +124,7 @@ def test_the_next_plan_uses_the_jobs_rates(measured, data):
     a calibration measures, is named as missing until the calibration's file is given."""
     _, _, out, _ = measured
     store = out / "store.zarr"
-    records = store_rates(FeatureStore.open(store))
+    records = store_rates(str(store))
     per_clip = {r["slot"]: r["seconds"] / r["clips"] for r in records if r["kind"] == "encode"}
     est = plan(store, data)["estimate"]
     assert est["units"] == 2 and all(est["slots"][s]["clips"] == CLIPS - RUN for s in SLOTS)

@@ -1,5 +1,5 @@
 """Rate records: what a run's per-unit records give (clips that cost nothing left out),
-pooling, the rates file, and the store's extract_rates attribute (local and S3)."""
+pooling, the rates file, and the rates file the job keeps beside a store (local and S3)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from featstore.extract import rates
 from featstore.extract.rates import (
-    STORE_KEEP,
     RateTable,
     append_store_rates,
     decode_key,
@@ -16,6 +16,7 @@ from featstore.extract.rates import (
     run_records,
     save_rates_file,
     store_rates,
+    store_rates_url,
     write_key,
 )
 from featstore.spec import FeatureSpec
@@ -98,21 +99,28 @@ def test_rates_file_appends_and_refuses_other_files(tmp_path):
         load_rates_file(tmp_path / "rec.json")
 
 
-def _store_roundtrip(url: str) -> None:
+def _store_roundtrip(url: str, monkeypatch) -> None:
+    """The job's rates go beside the store (STORE.rates.json), never into it: a store's
+    bytes do not depend on a run's speed."""
     store = FeatureStore.create(url)
-    assert store_rates(store) == []
+    before = store.attrs
+    assert store_rates(url) == []
     records = run_records(STATS, SPECS)
-    append_store_rates(store, records)
-    again = FeatureStore.open(url)  # read-only, as featstore plan opens it
-    assert store_rates(again) == records and again.attrs["extract_rates"]["format"] == 1
-    for _ in range(STORE_KEEP // 6 + 1):
-        append_store_rates(store, run_records(STATS, SPECS))
-    assert len(store_rates(FeatureStore.open(url))) == STORE_KEEP  # the newest kept
+    append_store_rates(url, records)
+    assert store_rates(url) == records and FeatureStore.open(url).attrs == before
+    assert store_rates_url(url) == url + ".rates.json"
+    monkeypatch.setattr(rates, "STORE_KEEP", 7)
+    more = run_records(STATS[1:], SPECS)
+    append_store_rates(url, more)
+    assert store_rates(url) == [*records, *more][-7:]  # appended, the newest kept
 
 
-def test_store_attribute_local(tmp_path):
-    _store_roundtrip(str(tmp_path / "s.zarr"))
+def test_store_rates_local(tmp_path, monkeypatch):
+    _store_roundtrip(str(tmp_path / "s.zarr"), monkeypatch)
+    assert len(load_rates_file(tmp_path / "s.zarr.rates.json")) == 7  # a rates file like calibrate's
+    assert {p.name for p in tmp_path.iterdir()} == {"s.zarr", "s.zarr.rates.json"}
 
 
-def test_store_attribute_s3(s3):
-    _store_roundtrip(s3.url("s.zarr"))
+def test_store_rates_s3(s3, monkeypatch):
+    _store_roundtrip(s3.url("s.zarr"), monkeypatch)
+    assert s3.fs().exists(f"{s3.bucket}/s.zarr.rates.json")
