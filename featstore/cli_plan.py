@@ -24,6 +24,8 @@ PLAN_OPTIONS = (
     "unit_size",
     "global_frame",
     "local_frames",
+    "frames",
+    "whisper_pooling",
     "decode_timeout",
     "global_output",
     "limit",

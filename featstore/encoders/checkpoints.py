@@ -92,13 +92,21 @@ def load_config(slot: str, source: str) -> PretrainedConfig:
         raise not_found(slot, source, _short(e)) from None
 
 
-def load_model(slot: str, model_cls: type[PreTrainedModel], source: str, **kwargs: Any) -> PreTrainedModel:
+def load_model(
+    slot: str,
+    model_cls: type[PreTrainedModel],
+    source: str,
+    model_types: tuple[str, ...] | None = None,
+    **kwargs: Any,
+) -> PreTrainedModel:
     """``model_cls.from_pretrained(source, **kwargs)``, refusing weights that leave parts of the model unset.
 
     Args:
         slot: The encoder slot, for error messages.
         model_cls: A transformers model class, e.g. ``ViTMAEModel``.
         source: A local folder or a hub name.
+        model_types: the checkpoint ``model_type`` values accepted (default: only
+            ``model_cls``'s own; e.g. a full ``clip`` checkpoint for ``CLIPVisionModel``).
         **kwargs: Passed to ``from_pretrained`` (config overrides, ``attn_implementation``).
 
     Returns:
@@ -109,11 +117,12 @@ def load_model(slot: str, model_cls: type[PreTrainedModel], source: str, **kwarg
         CheckpointError: the checkpoint is of another model type, or its weights do not cover the model.
     """
     source = resolve_source(slot, source)
-    expected = model_cls.config_class.model_type
+    expected = model_types or (model_cls.config_class.model_type,)
     found = load_config(slot, source).model_type
-    if found != expected:
+    if found not in expected:
+        want = " or ".join(repr(t) for t in expected)
         raise CheckpointError(
-            f"{slot} encoder: checkpoint {source!r} has model_type {found!r}; {model_cls.__name__} needs {expected!r}"
+            f"{slot} encoder: checkpoint {source!r} has model_type {found!r}; {model_cls.__name__} needs {want}"
         )
     try:
         model, info = model_cls.from_pretrained(source, output_loading_info=True, dtype="auto", **kwargs)

@@ -17,9 +17,27 @@ from typing import Any
 
 import numpy as np
 import PIL
-from PIL import Image
 
 from featstore.checks import one_of
+from featstore.media.frames import RESAMPLE, center_crop, resize, resize_and_crop, shortest_edge_size
+
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "RESAMPLE",
+    "center_crop",
+    "check_frames",
+    "check_stats",
+    "image_spec",
+    "init_image",
+    "normalize",
+    "resize",
+    "resize_and_crop",
+    "resize_to_square",
+    "shortest_edge_size",
+]
 
 # OpenAI CLIP statistics (BLIP-2's eval transform; transformers' OPENAI_CLIP_MEAN/STD).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -31,12 +49,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RESCALE = 1 / 255
 # PIL's resampling code decides the resized pixels, so its version is recorded with them.
 PILLOW_VERSION = PIL.__version__
-RESAMPLE = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-}
 
 
 def init_image(enc: Any, resample: str, image_mean: Sequence[float], image_std: Sequence[float]) -> None:
@@ -87,32 +99,6 @@ def check_frames(arr: np.ndarray, key: str) -> None:
         raise ValueError(f"column {key!r} must end in [H, W, 3] (RGB), got shape {arr.shape}")
 
 
-def resize(frame: np.ndarray, height: int, width: int, resample: str) -> np.ndarray:
-    """Resize one uint8 ``[H, W, 3]`` frame with PIL; returns uint8 ``[height, width, 3]``."""
-    image = Image.fromarray(np.ascontiguousarray(frame))
-    return np.asarray(image.resize((width, height), resample=RESAMPLE[resample]))
-
-
-def shortest_edge_size(height: int, width: int, shortest_edge: int) -> tuple[int, int]:
-    """Output size of a resize whose short side becomes ``shortest_edge`` (long side truncated, as transformers)."""
-    if width <= height:
-        return int(shortest_edge * height / width), shortest_edge
-    return shortest_edge, int(shortest_edge * width / height)
-
-
-def center_crop(frame: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Crop the centre ``[height, width]`` of a frame at least that large.
-
-    Raises:
-        ValueError: the frame is smaller than the crop.
-    """
-    h, w = frame.shape[:2]
-    if h < height or w < width:
-        raise ValueError(f"cannot centre-crop {height}x{width} from a {h}x{w} frame")
-    top, left = (h - height) // 2, (w - width) // 2
-    return frame[top : top + height, left : left + width]
-
-
 def normalize(frames: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """uint8 ``[N, H, W, 3]`` to float32 ``[N, 3, H, W]``: ``(x / 255 - mean) / std``.
 
@@ -127,12 +113,3 @@ def normalize(frames: np.ndarray, mean: Sequence[float], std: Sequence[float]) -
 def resize_to_square(frames: np.ndarray, size: int, resample: str) -> np.ndarray:
     """Resize every uint8 ``[N, H, W, 3]`` frame to ``[size, size]`` (aspect ratio not kept, as BLIP-2)."""
     return np.stack([resize(f, size, size, resample) for f in frames])
-
-
-def resize_and_crop(frames: np.ndarray, shortest_edge: int, crop: int, resample: str) -> np.ndarray:
-    """Resize each uint8 ``[N, H, W, 3]`` frame so its short side is ``shortest_edge``, then centre-crop ``crop``."""
-    out = []
-    for f in frames:
-        h, w = shortest_edge_size(f.shape[0], f.shape[1], shortest_edge)
-        out.append(center_crop(resize(f, h, w, resample), crop, crop))
-    return np.stack(out)

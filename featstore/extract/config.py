@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from featstore.names import FORMATS as MANIFEST_FORMATS
-from featstore.names import PRESETS, SLOTS
+from featstore.names import PRESET_TABLE, PRESETS, preset_slots
 
 FORMATS = ("auto", *MANIFEST_FORMATS)
 
@@ -27,10 +27,15 @@ SAVED_FIELDS = (
     "local_frames",
     "decode_timeout",
     "global_output",
+    "frames",
+    "whisper_pooling",
 )
 # --global-output choices: auto is the original's ln_vision for weights from its own files
 # (eva_vit_g.pth, or a folder converted from it), BLIP-2's post_layernorm otherwise.
 GLOBAL_OUTPUTS = ("auto", "post_layernorm", "ln_vision")
+# --whisper-pooling choices (featstore.encoders.audio_whisper.POOLINGS).
+WHISPER_POOLINGS = ("mean", "none")
+_PRESET_HELP = "; ".join(f"{p}: {','.join(row)}" for p, row in PRESET_TABLE.items())
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
@@ -54,10 +59,12 @@ class ExtractConfig:
     work_dir: str = _opt("demo_out", "folder for the demo dataset, tiny checkpoints and default outputs")
     preset: str = _opt(
         "tiny",
-        "encoder checkpoints: 'tiny' (small random models, CPU) or 'emotion-llama' (the real ones)",
+        "encoders and checkpoints: 'emotion-llama', 'emotion-llama-v2', 'affectgpt' (the real ones), or "
+        "'tiny', 'tiny-emotion-llama-v2', 'tiny-affectgpt' (the same classes, small and random, CPU); "
+        "slots: " + _PRESET_HELP,
         choices=PRESETS,
     )
-    encoders: str = _opt(",".join(SLOTS), "comma-separated subset of encoder slots: " + ",".join(SLOTS))
+    encoders: str | None = _opt(None, "comma-separated subset of the preset's encoder slots; default: all of them")
     checkpoint: list[str] = _opt(
         (), "override one slot's checkpoint: SLOT=PATH_OR_HUB_NAME (repeatable)", action="append"
     )
@@ -106,6 +113,13 @@ class ExtractConfig:
         choices=("peak", "middle", "first"),
     )
     local_frames: int = _opt(8, "frames sampled for the MAE face crops")
+    frames: int = _opt(8, "frames sampled uniformly for the frames slot (AffectGPT's CLIP), at 224 px")
+    whisper_pooling: str = _opt(
+        "mean",
+        "the whisper slot's pooling: 'mean' over the frames holding real audio ([1280]), or 'none' "
+        "(every frame of the 30 s window, [1500, 1280])",
+        choices=WHISPER_POOLINGS,
+    )
     global_output: str = _opt(
         "auto",
         "the global feature's final norm: 'ln_vision' (the original's untrained LayerNorm: what the published "
@@ -128,13 +142,18 @@ class ExtractConfig:
     )
 
     def __post_init__(self) -> None:
+        valid = preset_slots(self.preset)
+        if not self.encoders:
+            self.encoders = ",".join(valid)
         slots = self.slots()
-        bad = [s for s in slots if s not in SLOTS]
+        bad = [s for s in slots if s not in valid]
         if bad or not slots:
-            raise ValueError(f"--encoders {self.encoders!r}: unknown slots {bad}; choose from {list(SLOTS)}")
+            raise ValueError(
+                f"--encoders {self.encoders!r}: unknown slots {bad} for preset {self.preset!r}; choose from {list(valid)}"
+            )
         if self.unit_size < 1 or self.unit_size & (self.unit_size - 1):
             raise ValueError(f"--unit-size {self.unit_size} must be a power of two")
-        for name in ("actors", "batch_size", "local_frames", "write_tasks"):
+        for name in ("actors", "batch_size", "local_frames", "frames", "write_tasks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)} must be at least 1")
         if self.limit is not None and self.limit < 1:
@@ -155,10 +174,13 @@ class ExtractConfig:
     def overrides(self) -> dict[str, str]:
         """``--checkpoint SLOT=SOURCE`` as a dict."""
         out = {}
+        valid = preset_slots(self.preset)
         for item in self.checkpoint:
             slot, sep, source = item.partition("=")
-            if not sep or slot not in SLOTS or not source:
-                raise ValueError(f"--checkpoint {item!r} must be SLOT=PATH_OR_NAME with SLOT in {list(SLOTS)}")
+            if not sep or slot not in valid or not source:
+                raise ValueError(
+                    f"--checkpoint {item!r} must be SLOT=PATH_OR_NAME with SLOT in {list(valid)} (preset {self.preset!r})"
+                )
             out[slot] = source
         return out
 

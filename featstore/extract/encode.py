@@ -37,9 +37,8 @@ def load_one_encoder(slot: str, preset: str, source: str | None, options: dict[s
     """Load one slot's encoder on this process's device (the GPU Ray assigned, else CPU)."""
     quiet_transformers()
     overrides = {slot: source} if source else None
-    return load_encoders(
-        preset, [slot], overrides=overrides, tiny_dir=TINY_DIR if preset == "tiny" else None, options={slot: options}
-    )[slot]
+    # TINY_DIR is used only by presets with tiny checkpoints (tiny, tiny-*), which build theirs there.
+    return load_encoders(preset, [slot], overrides=overrides, tiny_dir=TINY_DIR, options={slot: options})[slot]
 
 
 class EncodeStage:
@@ -83,8 +82,10 @@ class EncodeStage:
                 work.seconds[f"encode.{self.slot}"] = time.perf_counter() - t0
                 work.devices[self.slot] = self.device
                 maybe_fault(f"encode.{self.slot}", work.unit)
-            for clip in work.clips:  # this slot's inputs are no longer needed downstream
-                clip.arrays.pop(INPUT_KEY[self.slot], None)
+            key = INPUT_KEY[self.slot]
+            if not any(INPUT_KEY[s] == key and s not in work.features for s in work.slots):
+                for clip in work.clips:  # no slot downstream needs this input (slots may share one)
+                    clip.arrays.pop(key, None)
         return batch
 
     def _encode(self, work: UnitWork) -> np.ndarray:

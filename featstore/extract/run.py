@@ -22,7 +22,7 @@ from featstore.extract.encode import TINY_DIR, EncodeStage, load_one_encoder, qu
 from featstore.extract.plan import Plan, check_plan_matches_store, plan_extraction, unit_works
 from featstore.extract.rates import append_store_rates, run_records
 from featstore.extract.sink import StoreSink
-from featstore.extract.specs import encoder_options
+from featstore.extract.specs import decode_config, encoder_options
 from featstore.extract.summary import plan_summary, summarize
 from featstore.extract.throughput import Options, UnitLoad, startup_residual
 from featstore.manifest import Manifest, load_manifest
@@ -232,7 +232,7 @@ def run_extract(cfg: ExtractConfig, console: Console | None = None, manifest: Ma
         problem = probe_bucket(url) if url else None
         if problem:
             raise StorageAccessError(problem)
-    decode = DecodeConfig(global_frame=cfg.global_frame, local_frames=cfg.local_frames, timeout_s=cfg.decode_timeout)
+    decode = decode_config(cfg)
     ctx = ray.init(address=cfg.ray_address, ignore_reinit_error=True, log_to_driver=cfg.verbose)
     ray.data.DataContext.get_current().enable_progress_bars = cfg.verbose
     configure_ray_data()

@@ -25,16 +25,22 @@ DEVICE_TYPES = ("cpu", "cuda")
 
 def decode_config(cfg: ExtractConfig) -> DecodeConfig:
     """The decode settings of a job config (they enter every spec's ``upstream``)."""
-    return DecodeConfig(global_frame=cfg.global_frame, local_frames=cfg.local_frames, timeout_s=cfg.decode_timeout)
+    return DecodeConfig(
+        global_frame=cfg.global_frame, local_frames=cfg.local_frames, frames=cfg.frames, timeout_s=cfg.decode_timeout
+    )
 
 
 def encoder_options(cfg: ExtractConfig, decode: DecodeConfig, slot: str) -> dict[str, Any]:
     """Keyword arguments the job gives a slot's encoder."""
     opts: dict[str, Any] = {"upstream": decode.upstream(slot)}
-    if slot != "audio":
+    if slot != "audio":  # HuBERT runs each clip alone, at its own length
         opts["clips_per_forward"] = cfg.batch_size
     if slot == "global" and cfg.global_output != "auto":
         opts["output"] = cfg.global_output
+    if slot == "frames":
+        opts.update(frames=decode.frames, image_size=decode.frames_size)
+    if slot == "whisper" and cfg.whisper_pooling != "mean":
+        opts["pooling"] = cfg.whisper_pooling
     return opts
 
 
@@ -74,7 +80,7 @@ def planned_spec(slot: str, preset: str, source: str | None, options: dict[str, 
         [slot],
         overrides={slot: source} if source else None,
         device="cpu",
-        tiny_dir=TINY_DIR if preset == "tiny" else None,
+        tiny_dir=TINY_DIR,
         options={slot: {**options, "deterministic": False}},
     )[slot]
     # The spec records the device type and the compute dtype the actors would

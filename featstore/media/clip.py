@@ -15,9 +15,15 @@ from featstore.errors import MediaError
 from featstore.media.audio import AudioDecodeConfig, decode_audio
 from featstore.media.common import DEFAULT_TIMEOUT_S
 from featstore.media.faces import FaceCropConfig, crop_faces
+from featstore.media.frames import resize_and_crop
 from featstore.media.video import FramePolicy, decode_video_policies
 from featstore.names import INPUT_KEY, MANIFEST_STAGE, VISUAL_SLOTS
 from featstore.paths import resolve
+
+AUDIO_KEY = "audio"
+# The ``frames`` slot's frames are handed at the encoder's size: short side to
+# ``frames_size`` with PIL bicubic, then a centre crop (CLIP's preprocessing).
+FRAMES_RESAMPLE = "bicubic"
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,8 @@ class DecodeConfig:
         global_frame: frame for the global encoder: ``peak`` (MERR's annotated
             peak, else the middle), ``middle`` or ``first``.
         local_frames: frames sampled uniformly for the MAE face crops.
+        frames: frames sampled uniformly for the ``frames`` slot (AffectGPT's CLIP: 8).
+        frames_size: the ``frames`` slot's frame size (short side, then centre crop).
         backend: video decoder, ``auto`` (decord, PyAV fallback), ``decord`` or ``pyav``.
         face: face crop settings (local and temporal slots).
         audio: audio decode settings.
@@ -37,6 +45,8 @@ class DecodeConfig:
 
     global_frame: str = "peak"
     local_frames: int = 8
+    frames: int = 8
+    frames_size: int = 224
     backend: str = "auto"
     face: FaceCropConfig = field(default_factory=FaceCropConfig)
     audio: AudioDecodeConfig = field(default_factory=AudioDecodeConfig)
@@ -46,6 +56,8 @@ class DecodeConfig:
         if self.global_frame not in ("peak", "middle", "first"):
             raise ValueError(f"global_frame {self.global_frame!r} must be 'peak', 'middle' or 'first'")
         positive_int("local_frames", self.local_frames)
+        positive_int("frames", self.frames)
+        positive_int("frames_size", self.frames_size)
 
     def policies(self) -> dict[str, FramePolicy]:
         """Frame policy of each visual slot."""
@@ -53,14 +65,18 @@ class DecodeConfig:
             "global": FramePolicy(self.global_frame),
             "local": FramePolicy("uniform", n_frames=self.local_frames),
             "temporal": FramePolicy("videomae"),
+            "frames": FramePolicy("uniform", n_frames=self.frames),
         }
 
     def upstream(self, slot: str) -> dict[str, Any]:
         """The decode settings a slot's features depend on, for its spec."""
-        if slot == "audio":
+        if INPUT_KEY[slot] == AUDIO_KEY:
             return {"audio": self.audio.to_dict()}
         out: dict[str, Any] = {"video_backend": self.backend, "frames": self.policies()[slot].to_dict()}
-        if slot != "global":
+        if slot == "frames":
+            size, resample = self.frames_size, f"{FRAMES_RESAMPLE} (PIL)"
+            out["resize"] = {"shortest_edge": size, "center_crop": size, "resample": resample}
+        elif slot != "global":
             out["face"] = self.face.to_dict()
         return out
 
@@ -100,16 +116,17 @@ def decode_clip(sample: Any, root: str | Path, slots: Sequence[str], cfg: Decode
     visual = [s for s in slots if s in VISUAL_SLOTS]
     if visual:
         _decode_visual(sample, Path(root), visual, cfg, out)
-    if "audio" in slots:
+    hearing = [s for s in slots if INPUT_KEY[s] == AUDIO_KEY]  # HuBERT and Whisper share the waveform
+    if hearing:
         rel = sample.audio or sample.video
         try:
             if rel is None:
                 raise ValueError("no audio file and no video in the manifest")
-            out.arrays["audio"] = decode_audio(resolve(root, rel), cfg.audio, timeout_s=cfg.timeout_s).waveform
+            out.arrays[AUDIO_KEY] = decode_audio(resolve(root, rel), cfg.audio, timeout_s=cfg.timeout_s).waveform
         except MediaError as err:
-            out.failures["audio"] = _failure(err)
+            out.failures.update({s: _failure(err) for s in hearing})
         except ValueError as err:
-            out.failures["audio"] = ("decode_audio", str(err))
+            out.failures.update({s: ("decode_audio", str(err)) for s in hearing})
     return out
 
 
@@ -132,7 +149,11 @@ def _decode_visual(sample: Any, root: Path, slots: list[str], cfg: DecodeConfig,
     by_slot = dict(zip(slots, decoded))
     if "global" in by_slot:
         out.arrays["frame"] = by_slot["global"].frames[0]
-    face_slots = [s for s in slots if s != "global"]
+    if "frames" in by_slot:
+        out.arrays["frames"] = resize_and_crop(
+            by_slot["frames"].frames, cfg.frames_size, cfg.frames_size, FRAMES_RESAMPLE
+        )
+    face_slots = [s for s in slots if s not in ("global", "frames")]
     if not face_slots:
         return
     # Crop each distinct frame once, then hand each slot its frames.
@@ -156,13 +177,13 @@ def collate(clips: Sequence[ClipInputs], slot: str) -> tuple[list[str], dict[str
     key = INPUT_KEY[slot]
     if not ok:
         return ids, {}
-    if slot != "audio":
+    if key != AUDIO_KEY:
         return ids, {key: np.stack([c.arrays[key] for c in ok])}
-    lengths = np.array([len(c.arrays["audio"]) for c in ok], dtype=np.int64)
+    lengths = np.array([len(c.arrays[key]) for c in ok], dtype=np.int64)
     audio = np.zeros((len(ok), int(lengths.max())), dtype=np.float32)
     for i, c in enumerate(ok):
-        audio[i, : lengths[i]] = c.arrays["audio"]
-    return ids, {"audio": audio, "audio_len": lengths}
+        audio[i, : lengths[i]] = c.arrays[key]
+    return ids, {key: audio, "audio_len": lengths}
 
 
 def failures_of(clips: Sequence[ClipInputs], slot: str) -> Mapping[str, tuple[str, str]]:

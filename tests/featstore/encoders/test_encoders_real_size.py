@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import Blip2VisionModel, HubertModel, VideoMAEModel, ViTMAEModel
+from transformers import Blip2VisionModel, CLIPVisionModel, HubertModel, VideoMAEModel, ViTMAEModel
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from featstore.encoders.presets import real_config
 
 # Parameter counts of the published encoders (EVA ViT-g/14 as BLIP-2 keeps it, 39
-# blocks; MAE ViT-L encoder only; VideoMAE ViT-L; HuBERT-large), in billions.
+# blocks; MAE ViT-L encoder only; VideoMAE ViT-L; HuBERT-large; CLIP ViT-L/14's vision tower;
+# Whisper-large-v3's encoder, 1500 frames of a 30 s window), in billions.
 EXPECTED = {
     "global": (
         Blip2VisionModel,
@@ -25,6 +27,8 @@ EXPECTED = {
     ),
     "temporal": (VideoMAEModel, 0.30, lambda: {"pixel_values": torch.empty(1, 16, 3, 224, 224)}, (1, 1568, 1024)),
     "audio": (HubertModel, 0.32, lambda: {"input_values": torch.empty(1, 16000)}, (1, 49, 1024)),
+    "frames": (CLIPVisionModel, 0.30, lambda: {"pixel_values": torch.empty(8, 3, 224, 224)}, (8, 257, 1024)),
+    "whisper": (WhisperEncoder, 0.635, lambda: {"input_features": torch.empty(1, 128, 3000)}, (1, 1500, 1280)),
 }
 
 
