@@ -1,4 +1,5 @@
-"""Extract Emotion-LLaMA features for a dataset into a featstore, on Ray.
+"""Extract Emotion-LLaMA features (or another preset's: --preset emotion-llama-v2, affectgpt) for a
+dataset into a featstore, on Ray.
 
 On a cluster (see cluster.yaml):
 
