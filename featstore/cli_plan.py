@@ -191,7 +191,8 @@ def add_plan_commands(sub: Any, store_help: str) -> None:
         metavar="FILE",
         action="append",
         default=[],
-        help="rates file written by featstore calibrate (repeatable), besides the rates the extraction jobs "
+        help="rates file written by featstore calibrate, a local path or an fsspec URL (repeatable), besides "
+        "the rates the extraction jobs "
         "recorded beside the store (STORE.rates.json)",
     )
     est.add_argument(
@@ -215,10 +216,15 @@ def add_plan_commands(sub: Any, store_help: str) -> None:
         "the run's start-up, each slot's decode timed alone, and the write of one unit of --unit-size. "
         "Take the options of the run you will "
         "estimate (they decide the spec ids), on the machine type it will run on: on a cluster, submit "
-        "it as a job (ray job submit ... -- featstore calibrate ... --scratch s3://bucket/scratch.zarr).",
+        "it as a job (ray job submit ... -- featstore calibrate ... --scratch s3://bucket/scratch.zarr "
+        "--out s3://bucket/rates.json).",
     )
     cal.add_argument("--clips", type=int, default=2, help="clips to time (default: 2)")
-    cal.add_argument("--out", default="rates.json", help="rates file to create or append to (default: rates.json)")
+    cal.add_argument(
+        "--out",
+        default="rates.json",
+        help="rates file to create or append to: a local path or an fsspec URL (default: rates.json)",
+    )
     cal.add_argument(
         "--scratch",
         help="scratch store location, new, that every Ray node can write (default: a temporary local folder, "

@@ -229,20 +229,29 @@ def _dump(records: Sequence[Mapping[str, Any]]) -> str:
 
 
 def load_rates_file(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a rates file (``featstore calibrate``'s, or a store's ``.rates.json``).
+    """Records of a rates file (``featstore calibrate``'s, or a store's ``.rates.json``):
+    a local path or an fsspec URL.
 
     Raises:
         FileNotFoundError: when the file does not exist.
         ValueError: naming the file when it is not a rates file.
     """
-    return _parse(Path(path).read_text(), str(path))
+    fs, where = _fs_path(str(path))
+    return _parse(fs.cat_file(where).decode(), str(path))
 
 
-def save_rates_file(path: str | Path, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Append ``records`` to the rates file at ``path`` (created if missing); returns all its records."""
-    p = Path(path)
-    kept = [*(load_rates_file(p) if p.exists() else []), *map(dict, records)]
-    p.write_text(_dump(kept))
+def save_rates_file(
+    path: str | Path, records: Sequence[Mapping[str, Any]], keep: int | None = None
+) -> list[dict[str, Any]]:
+    """Append ``records`` to the rates file at ``path`` (a local path or an fsspec URL;
+    created if missing), keeping the newest ``keep`` (default all); returns its records."""
+    try:
+        old = load_rates_file(path)
+    except FileNotFoundError:
+        old = []
+    kept = [*old, *map(dict, records)][-keep if keep else None :]
+    fs, where = _fs_path(str(path))
+    fs.pipe_file(where, _dump(kept).encode())
     return kept
 
 
@@ -267,20 +276,14 @@ def store_rates(store_url: str) -> list[dict[str, Any]]:
     Raises:
         ValueError: naming the file when it is not a rates file.
     """
-    url = store_rates_url(store_url)
-    fs, path = _fs_path(url)
     try:
-        text = fs.cat_file(path).decode()
+        return load_rates_file(store_rates_url(store_url))
     except FileNotFoundError:
         return []
-    return _parse(text, url)
 
 
 def append_store_rates(store_url: str, records: Sequence[Mapping[str, Any]]) -> None:
     """Append a run's records to the store's rates file (one small object, rewritten
     whole; the newest ``STORE_KEEP`` kept). Coordinator only, after the workers are done."""
-    if not records:
-        return
-    kept = [*store_rates(store_url), *map(dict, records)][-STORE_KEEP:]
-    fs, path = _fs_path(store_rates_url(store_url))
-    fs.pipe_file(path, _dump(kept).encode())
+    if records:
+        save_rates_file(store_rates_url(store_url), records, keep=STORE_KEEP)

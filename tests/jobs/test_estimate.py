@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ RUN = 8
 CALIBRATE = 2
 TOLERANCE = 0.30
 ATTEMPTS = 3
+CPUS = os.cpu_count() or 1
+QUIET_AFTER = 2 * CPUS + 1  # a pair's own Ray processes raise the load average by 2-3 here
 SLOTS = ("local", "audio")
 # The job's options as plan takes them (on the CPU, as the job runs here); calibrate takes the
 # same (it runs one clip a unit, and times the write of a unit of --unit-size).
@@ -73,18 +76,27 @@ def calibrated_run(out: Path, data: Path) -> tuple[dict, dict]:
     return est, summary
 
 
+def wait_quiet(timeout: float = 90.0) -> float:
+    """The 1-minute load average, once it is at most the CPU count (or when ``timeout`` ends)."""
+    end = time.monotonic() + timeout
+    while os.getloadavg()[0] > CPUS and time.monotonic() < end:
+        time.sleep(5)
+    return os.getloadavg()[0]
+
+
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory, data):
-    """(estimate, summary, store folder, tries). The machine is shared with other test runs,
-    whose load comes and goes within a minute: the demo job's wall time was seen to vary
-    from 21 to 35 s between consecutive runs. So up to ATTEMPTS pairs are run, until one
-    is within the tolerance; an estimate that is wrong misses every one."""
+    """(estimate, summary, store folder, tries). The machine is shared with other test runs
+    whose load comes and goes: the demo job's wall time was seen at 21, 35, 58 and 77 s in
+    consecutive runs under load averages of 4 to 34 on 2 CPUs. So each pair (calibration,
+    estimate, job) waits for a quiet machine and records the load average before and after
+    it; up to ATTEMPTS pairs are run until one is within the tolerance."""
     tries = []
     for _ in range(ATTEMPTS):
         out = tmp_path_factory.mktemp("pair")
-        load = os.getloadavg()[0]
+        before = wait_quiet()
         est, summary = calibrated_run(out, data)
-        tries.append((round(est["wall_s"], 2), summary["wall_seconds"], load, os.getloadavg()[0]))
+        tries.append((round(est["wall_s"], 2), summary["wall_seconds"], round(before, 1), round(os.getloadavg()[0], 1)))
         print(f"estimate from {CALIBRATE} clips {est['wall_s']:.2f} s, job on {RUN} clips {summary['wall_seconds']} s")
         if abs(est["wall_s"] / summary["wall_seconds"] - 1) <= TOLERANCE:
             break
@@ -92,14 +104,23 @@ def measured(tmp_path_factory, data):
 
 
 def test_calibration_on_2_clips_predicts_the_8_clip_run(measured):
+    """Within 30% on a quiet machine. A pair that ran while other work loaded the machine
+    (load average above the CPU count before it, or above QUIET_AFTER after it, our own
+    processes included) gives no verdict: when every pair missed under load, the test is
+    skipped with the figures; one miss on a quiet machine fails it."""
     est, summary, _, tries = measured
     assert est["missing"] == [] and est["units"] == RUN // 2
     assert all(est["slots"][s]["clips"] == RUN for s in SLOTS)
-    predicted, wall, *_ = tries[-1]
-    assert abs(predicted / wall - 1) <= TOLERANCE, f"(predicted s, measured s, load before, load after): {tries}"
-    # The parts: start-up as measured by the calibration; the units' share is small here.
     assert est["wall_s"] == pytest.approx(est["startup_s"] + est["units_s"])
     assert summary["units_run"] == RUN // 2 and summary["clips_run"] == RUN
+    predicted, wall, *_ = tries[-1]
+    if abs(predicted / wall - 1) <= TOLERANCE:
+        return
+    figures = f"(predicted s, measured s, load average before, after): {tries}"
+    quiet = [t for t in tries if t[2] <= CPUS and t[3] <= QUIET_AFTER]
+    if not quiet:
+        pytest.skip(f"every pair ran on a loaded machine, no verdict: {figures}")
+    pytest.fail(f"off by more than {TOLERANCE:.0%} on a quiet machine: {figures}")
 
 
 def test_the_job_appends_its_rates_to_the_store(measured):
