@@ -52,36 +52,44 @@ def open_cache(
     shuffle: int = 0,
     seed: int = 0,
     split: str | None = None,
+    slots: Sequence[str] = FEATURE_SLOTS,
 ) -> tuple[Any, CacheInfo]:
-    """Open shards (``kind="shards"``) or a Zarr store (``kind="zarr"``) for the four slots.
+    """Open shards (``kind="shards"``) or a Zarr store (``kind="zarr"``) for the model's slots.
 
     Args:
         kind: "shards" or "zarr".
         source: the shard folder or the store, a local path or fsspec URL.
         expect: slot -> spec id the config expects; a cache holding other ids is refused
-            (featstore's SpecMismatchError names both). Empty: the four slots, whatever their ids.
+            (featstore's SpecMismatchError names both). Empty: ``slots``, whatever their ids.
         shuffle: shard shuffle buffer in samples (0: index order).
         seed: with the epoch, fixes the order.
         split: Zarr only: only samples of this split.
+        slots: the features the model reads (its layout's; default Emotion-LLaMA's four).
 
     Returns:
         The featstore dataset and its CacheInfo.
 
     Raises:
         CacheError: featstore's refusal (stale spec ids name both; a missing store or index names it),
-            or a cache that lacks one of the four slots.
+            or a cache that lacks one of ``slots``.
         ValueError: naming a bad kind.
     """
     from featstore.errors import FeatstoreError
 
     try:
-        return _open(kind, source, expect, shuffle, seed, split)
+        return _open(kind, source, expect, shuffle, seed, split, tuple(slots))
     except FeatstoreError as e:  # a stale cache names both ids; keep featstore's words
         raise CacheError(str(e)) from e
 
 
 def _open(
-    kind: str, source: str, expect: Mapping[str, str] | None, shuffle: int, seed: int, split: str | None
+    kind: str,
+    source: str,
+    expect: Mapping[str, str] | None,
+    shuffle: int,
+    seed: int,
+    split: str | None,
+    slots: tuple[str, ...],
 ) -> tuple[Any, CacheInfo]:
     from featstore import ShardDataset, ZarrDataset
 
@@ -97,17 +105,17 @@ def _open(
         specs = {s["name"]: (s["id"], tuple(s["shape"])) for s in ds.specs}
         total = len(ds)
     elif kind == "zarr":
-        ds = ZarrDataset(source, dict(expect or {}) or None, specs=None if expect else list(FEATURE_SLOTS), split=split)
+        ds = ZarrDataset(source, dict(expect or {}) or None, specs=None if expect else list(slots), split=split)
         specs = {f.spec.name: (f.spec.id, tuple(f.spec.shape)) for f in ds.feats}
         total = len(ds)
     else:
         raise ValueError(f"cache kind {kind!r} must be 'shards' or 'zarr'")
-    missing = [s for s in FEATURE_SLOTS if s not in specs]
+    missing = [s for s in slots if s not in specs]
     if missing:
         raise CacheError(
-            f"cache {source} has features {sorted(specs)}; the model needs {list(FEATURE_SLOTS)} (missing {missing})"
+            f"cache {source} has features {sorted(specs)}; the model needs {list(slots)} (missing {missing})"
         )
-    info = CacheInfo(source, {s: specs[s][0] for s in FEATURE_SLOTS}, {s: specs[s][1] for s in FEATURE_SLOTS}, total)
+    info = CacheInfo(source, {s: specs[s][0] for s in slots}, {s: specs[s][1] for s in slots}, total)
     return ds, info
 
 
@@ -123,15 +131,17 @@ class Example:
     answer: str | None
 
 
-def examples(samples: Iterable[Mapping[str, Any]], tasks: Sequence[Task], seed: int) -> Iterator[Example]:
-    """Each sample once per task, in task order.
+def examples(
+    samples: Iterable[Mapping[str, Any]], tasks: Sequence[Task], seed: int, slots: Sequence[str] = FEATURE_SLOTS
+) -> Iterator[Example]:
+    """Each sample once per task, in task order, with the features of ``slots``.
 
     Raises:
         ValueError: naming the sample when a task's answer is missing from its annotation.
     """
     for s in samples:
         meta = s["meta"]
-        feats = {slot: s[slot] for slot in FEATURE_SLOTS}
+        feats = {slot: s[slot] for slot in slots}
         for t in tasks:
             yield Example(
                 s["sample_id"],
@@ -191,7 +201,7 @@ class Collator:
         )
         # In the cache's dtype (float16 as stored): half the bytes to pin and copy; the projector casts
         # to its own dtype on the device, exactly (every float16 is a float32).
-        out["features"] = {s: torch.from_numpy(np.stack([e.features[s] for e in batch])) for s in FEATURE_SLOTS}
+        out["features"] = {s: torch.from_numpy(np.stack([e.features[s] for e in batch])) for s in batch[0].features}
         out["sample_ids"] = [e.sample_id for e in batch]
         out["tasks"] = [e.task for e in batch]
         return out
@@ -222,6 +232,7 @@ class EpochStream:
         workers: DataLoader worker processes reading the samples (``trainer.data.loader.read_samples``);
             0 reads in this process. A map-style dataset keeps its order with any number; shards
             are split between workers by file, so their order is fixed per number of workers.
+        slots: the features each example carries (the model's layout's).
     """
 
     def __init__(
@@ -233,8 +244,9 @@ class EpochStream:
         seed: int,
         shuffle: bool,
         workers: int = 0,
+        slots: Sequence[str] = FEATURE_SLOTS,
     ) -> None:
-        self.dataset, self.tasks, self.collate = dataset, list(tasks), collate
+        self.dataset, self.tasks, self.collate, self.slots = dataset, list(tasks), collate, tuple(slots)
         self.batch_size, self.seed, self.shuffle, self.workers = batch_size, seed, shuffle, workers
 
     def _samples(self, epoch: int) -> Iterable[Mapping[str, Any]]:
@@ -257,7 +269,7 @@ class EpochStream:
         """
         n, fresh = 0, True
         while True:
-            for group in chunks(examples(self._samples(epoch), self.tasks, self.seed), self.batch_size):
+            for group in chunks(examples(self._samples(epoch), self.tasks, self.seed, self.slots), self.batch_size):
                 if n >= start:
                     yield fresh, self.collate(group)
                 n += 1

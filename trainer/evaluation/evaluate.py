@@ -24,7 +24,6 @@ from trainer.evaluation.labels import (
     get_label_set,
     parse_label,
 )
-from trainer.model.projector import FEATURE_SLOTS
 from trainer.train.config import opt
 
 __all__ = ["EvalConfig", "evaluate"]
@@ -151,7 +150,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     folder = resolve_checkpoint(cfg.checkpoint)
     spec_ids = ckpt.read_state(folder)["spec_ids"]
     source = cfg.store if cfg.cache == "zarr" else cfg.shards
-    ds, info = open_cache(cfg.cache, source, spec_ids, split=cfg.split if cfg.cache == "zarr" else None)
+    split = cfg.split if cfg.cache == "zarr" else None
+    ds, info = open_cache(cfg.cache, source, spec_ids, split=split, slots=tuple(spec_ids))
     client = None
     if cfg.emer:
         from trainer.evaluation.judge import JudgeClient
@@ -166,7 +166,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     total = min(info.num_samples, cfg.limit or info.num_samples)
     bar = tqdm(total=total, unit="sample", disable=not cfg.progress, dynamic_ncols=True)
     for group in chunks(_samples(ds, cfg.limit), cfg.batch_size):
-        feats = [{s: x[s] for s in FEATURE_SLOTS} for x in group]
+        feats = [{s: x[s] for s in answerer.model.slots} for x in group]
         metas = [x["meta"] for x in group]
         emo = [
             Example(x["sample_id"], f, str(m.get("transcript") or ""), "emotion", instruction, None)

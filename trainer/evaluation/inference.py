@@ -111,7 +111,9 @@ def load_answerer(checkpoint: str | Path, shapes: Mapping[str, Sequence[int]], d
         cfg.llm_dtype, torch.bfloat16 if dev.type == "cuda" else torch.float32
     )
     lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_list())
-    model = build_model(llm, shapes, lora, dtype)
+    from trainer.model.layout import get_layout
+
+    model = build_model(llm, shapes, lora, dtype, get_layout(cfg.layout))
     ckpt.load_weights(folder, model)
     model.to(dev).eval()
     return Answerer(folder, state, model, AutoTokenizer.from_pretrained(llm), dev)

@@ -134,20 +134,19 @@ def _estimate_options(parser: argparse.ArgumentParser) -> None:
         help="estimate an epoch's GPU time and cost, cached against online, from FLOPs at real size "
         "(--tokens is the sequence length) and an assumed MFU, beside measured encoder rates if any",
     )
-    parser.add_argument("--samples", type=int, default=28618, help="--estimate-epoch: samples an epoch (MERR: 28618)")
-    parser.add_argument(
-        "--gpu", default="a10g", help=f"--estimate-epoch: the card, {sorted(GPU_ALIASES)} or its full name"
+    options = (  # flag, type, default, help (all for --estimate-epoch)
+        ("--samples", int, 28618, "samples an epoch (default: MERR's coarse set)"),
+        ("--gpu", str, "a10g", f"the card: {sorted(GPU_ALIASES)} or its full name"),
+        ("--mfu", float, DEFAULT_MFU, "assumed model FLOPs utilisation"),
+        ("--peak-tflops", float, None, "the card's dense fp16/bf16 peak (default: the card table's)"),
+        ("--price", float, None, "USD per GPU-hour (default: featstore's on-demand table)"),
+        ("--epochs", int, 30, "epochs of a run"),
+        ("--rates", str, None, "a rates file from `featstore calibrate` on that card"),
+        ("--store", str, None, "a store whose extraction jobs recorded rates beside it"),
     )
-    parser.add_argument(
-        "--mfu", type=float, default=DEFAULT_MFU, help=f"--estimate-epoch: assumed MFU (default: {DEFAULT_MFU})"
-    )
-    parser.add_argument("--peak-tflops", type=float, help="--estimate-epoch: the card's dense fp16/bf16 peak")
-    parser.add_argument(
-        "--price", type=float, help="--estimate-epoch: USD per GPU-hour (default: featstore's on-demand table)"
-    )
-    parser.add_argument("--epochs", type=int, default=30, help="--estimate-epoch: epochs of a run (default: 30)")
-    parser.add_argument("--rates", help="--estimate-epoch: a rates file from `featstore calibrate` on that card")
-    parser.add_argument("--store", help="--estimate-epoch: a store whose extraction jobs recorded rates")
+    for flag, kind, default, text in options:
+        shown = "" if default is None or "default" in text else f" (default: {default})"
+        parser.add_argument(flag, type=kind, default=default, help=f"--estimate-epoch: {text}{shown}")
 
 
 def _estimate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

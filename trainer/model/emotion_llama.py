@@ -13,7 +13,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from trainer.model.projector import VECTOR_SLOTS, FeatureProjector
+from trainer.model.layout import LAYOUTS, FeatureLayout
+from trainer.model.projector import FeatureProjector
 from trainer.model.prompt import embed_prompt
 
 __all__ = ["EmotionLlama", "LoraSettings", "build_model", "count_parameters", "wrap_lora"]
@@ -65,20 +66,25 @@ class EmotionLlama(nn.Module):
     def __init__(self, llm: nn.Module, projector: FeatureProjector) -> None:
         super().__init__()
         hidden = llm.get_input_embeddings().embedding_dim
-        if projector.patch.out_features != hidden:
-            raise ValueError(f"projector width {projector.patch.out_features} != LLM hidden size {hidden}")
+        if projector.hidden != hidden:
+            raise ValueError(f"projector width {projector.hidden} != LLM hidden size {hidden}")
         self.llm = llm
         self.projector = projector
 
     @property
     def num_video_tokens(self) -> int:
-        """Tokens at ``<VideoHere>``: the patch tokens."""
-        return self.projector.num_patch_tokens
+        """Tokens at ``<VideoHere>`` (Emotion-LLaMA's layout: the patch tokens)."""
+        return self.projector.num_video_tokens
 
     @property
     def num_feature_tokens(self) -> int:
-        """Tokens at ``<FeatureHere>``: local, temporal, audio, CLS."""
-        return len(VECTOR_SLOTS) + 1
+        """Tokens at ``<FeatureHere>`` (Emotion-LLaMA's layout: local, temporal, audio, CLS)."""
+        return self.projector.num_feature_tokens
+
+    @property
+    def slots(self) -> tuple[str, ...]:
+        """The cached features the model reads."""
+        return self.projector.layout.slots
 
     def gradient_checkpointing(self) -> None:
         """Recompute the LLM's layer activations in the backward pass (non-reentrant checkpoints,
@@ -111,6 +117,7 @@ def build_model(
     feature_shapes: Mapping[str, Sequence[int]],
     lora: LoraSettings = LoraSettings(),
     dtype: torch.dtype | None = None,
+    layout: FeatureLayout = LAYOUTS["emotion-llama"],
 ) -> EmotionLlama:
     """Load the LLM with ``from_pretrained``, freeze it, add LoRA and the projectors.
 
@@ -119,11 +126,12 @@ def build_model(
         feature_shapes: slot -> feature shape, from the cache (sets the projector widths).
         lora: LoRA settings.
         dtype: the frozen LLM's dtype (projectors and LoRA stay float32); default float32.
+        layout: which features become which tokens (``trainer.model.layout``).
     """
     from transformers import AutoModelForCausalLM
 
     llm = AutoModelForCausalLM.from_pretrained(llm_source, dtype=dtype or torch.float32)
-    projector = FeatureProjector(feature_shapes, llm.get_input_embeddings().embedding_dim)
+    projector = FeatureProjector(feature_shapes, llm.get_input_embeddings().embedding_dim, layout)
     return EmotionLlama(wrap_lora(llm, lora), projector)
 
 

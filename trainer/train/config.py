@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence, TypeVar
 
 from trainer.data.tasks import parse_tasks
-from trainer.model.projector import FEATURE_SLOTS
+from trainer.model.layout import LAYOUTS, get_layout
 from trainer.model.tiny import DEFAULT_TINY_DIR
 
 __all__ = ["TrainConfig", "build_parser", "load_yaml", "opt", "parse_config", "parse_dataclass"]
@@ -52,6 +52,13 @@ class TrainConfig:
         "a cache with other ids is refused. Empty: whatever the cache holds, then "
         "pinned by the first checkpoint",
         metavar="SLOT=ID",
+    )
+    layout: str = opt(
+        "emotion-llama",
+        "feature layout: which cached slots the model reads and how they become tokens (trainer.model.layout): "
+        "emotion-llama (global patches + CLS, local, temporal, audio), affectgpt (8 CLIP frames, audio), "
+        "emotion-llama-v2 (global patches + CLS, whisper)",
+        choices=tuple(LAYOUTS),
     )
     tasks: str = opt("emotion,reason", "comma-separated tasks: emotion, reason, reason_v2")
     shuffle_buffer: int = opt(64, "shuffle buffer in samples (0: index order)")
@@ -174,9 +181,18 @@ class TrainConfig:
                 raise ValueError(f"{f.name} {getattr(self, f.name)!r} must be one of {list(choices)}")
         parse_tasks(self.tasks)
         self.expect = dict(self.expect or {})
-        stray = sorted(set(self.expect) - set(FEATURE_SLOTS))
+        slots = get_layout(self.layout).slots
+        stray = sorted(set(self.expect) - set(slots))
         if stray:
-            raise ValueError(f"expect names slots {stray}; slots are {list(FEATURE_SLOTS)}")
+            raise ValueError(f"expect names slots {stray}; the {self.layout} layout's slots are {list(slots)}")
+        if self.init_from and Path(self.init_from).suffix in (".pth", ".pt") and self.layout != "emotion-llama":
+            raise ValueError(
+                f"init_from {self.init_from!r} is an original .pth, whose projectors fit the emotion-llama layout, not {self.layout!r}"
+            )
+        if self.online and self.layout != "emotion-llama":
+            raise ValueError(
+                f"--online runs Emotion-LLaMA's four encoders; layout {self.layout!r} trains from the cache"
+            )
         if not self.lora_target_list():
             raise ValueError(f"lora_targets {self.lora_targets!r} names no module")
 

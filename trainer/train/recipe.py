@@ -24,6 +24,7 @@ from trainer.data.cache import Collator, EpochStream, dist_info, open_cache
 from trainer.data.loader import Prefetcher, pin_batch, to_device
 from trainer.data.tasks import parse_tasks
 from trainer.model.emotion_llama import LoraSettings, build_model
+from trainer.model.layout import get_layout
 from trainer.train import checkpoint as ckpt
 from trainer.train.config import TrainConfig
 
@@ -117,7 +118,7 @@ class TrainRecipe:
             cfg.llm_dtype, torch.bfloat16 if self.device.type == "cuda" else torch.float32
         )
         lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_list())
-        self.model = build_model(llm_path, self.info.shapes, lora, dtype).to(self.device)
+        self.model = build_model(llm_path, self.info.shapes, lora, dtype, get_layout(cfg.layout)).to(self.device)
         self.init_report: dict[str, Any] | None = None
         if cfg.init_from and not state and Path(cfg.init_from).suffix in ORIGINAL_SUFFIXES:
             self.init_report = self._init_from_original(cfg.init_from)
@@ -129,8 +130,9 @@ class TrainRecipe:
         if cfg.grad_checkpointing:
             self.model.gradient_checkpointing()
         collate = Collator(self.tokenizer, self.model.num_video_tokens, self.model.num_feature_tokens, cfg.max_txt_len)
+        shuffle = cfg.shuffle_buffer > 0
         self.stream = EpochStream(
-            self.dataset, self.tasks, collate, cfg.batch_size, cfg.seed, cfg.shuffle_buffer > 0, cfg.loader_workers
+            self.dataset, self.tasks, collate, cfg.batch_size, cfg.seed, shuffle, cfg.loader_workers, self.model.slots
         )
         self.optimizer, self.scheduler = self._optim()
         if state:
@@ -195,7 +197,8 @@ class TrainRecipe:
             from trainer.data.online import open_online
 
             return open_online(cfg, expect)
-        return open_cache(cfg.cache, cfg.source(), expect, cfg.shuffle_buffer, cfg.seed, cfg.split)
+        slots = get_layout(cfg.layout).slots
+        return open_cache(cfg.cache, cfg.source(), expect, cfg.shuffle_buffer, cfg.seed, cfg.split, slots)
 
     def _optim(self):
         cfg = self.cfg
