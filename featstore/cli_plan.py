@@ -145,12 +145,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         except ValueError as e:
             console.error(f"featstore calibrate: {e}")
             return 2
-        s = result["summary"]
+        s, records = result["summary"], result["records"]
+        startup = next(round(r["seconds"], 2) for r in records if r["kind"] == "startup")
+        rates = [r for r in records if r["kind"] != "startup"]
         console.print(
             f"calibrated on {s['clips_run']} clip(s) in {s['units_run']} unit(s), {s['wall_seconds']} s; "
-            + rates_line(s["rates"], s["startup_seconds"]).replace(" (appended to the store's .rates.json)", "")
+            + rates_line(rates, startup, where=result["file"])
         )
-        console.print(f"appended {len(result['records'])} record(s) to {result['file']}")
+        console.print(f"appended {len(records)} record(s) to {result['file']}")
     return 0
 
 

@@ -1,16 +1,22 @@
 """``featstore calibrate``: measure the rates an estimate needs, on the machine at hand.
 
-The extraction job's own pipeline (``run_extract``: Ray, decode tasks, one actor
-pool per encoder, the write stage) runs on the first N usable clips of the
-dataset into a scratch store, one clip a unit, so that a calibration of N clips
-starts as many decode and write workers as a long run would on a machine of up
-to N CPUs. From its per-unit records come the decode, encode and write rates
-(``rates.run_records``, as every job records them) and the start-up (its wall
-time beyond the throughput model of its units). Then, in this process, each
-slot's decode is timed alone on the same clips (each slot's share of the joint
-decode), and one unit of the run's ``--unit-size`` is written (the write rate:
-a one-clip unit's write is nearly all per-unit cost). The records are appended
-to a rates file for ``featstore plan --estimate --rates FILE``.
+1. The extraction job's own pipeline (``run_extract``: Ray, decode tasks, one actor
+   pool per encoder, the write stage) runs on the first N usable clips of the
+   dataset into a scratch store, one clip a unit, so that N clips start as many
+   decode and write workers as a long run does on up to N CPUs. Its GPU actors'
+   per-unit encode seconds are the GPU rates (``rates.run_records``).
+2. In this process, one thread each as a Ray worker has: the job's decode of the
+   same clips (all slots at once, then each slot alone: each slot's share), its
+   CPU encoders (``EncodeStage._encode``) after a warm-up call, and the write of
+   one unit of ``--unit-size``. These are CPU-seconds a clip without the share of
+   the machine that other stages take inside the pipeline (the estimate divides
+   the work among the CPUs itself), and a write whose per-unit cost is spread as
+   in the run (a one-clip unit's write is nearly all per-unit cost).
+3. Start-up: the pipeline run's wall time beyond the estimate of its own units
+   from these very records (``throughput.startup_residual``), so that an estimate
+   made from the file gives the calibration run's own wall time back.
+
+The records are appended to a rates file for ``featstore plan --estimate --rates FILE``.
 """
 
 from __future__ import annotations
@@ -18,17 +24,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from featstore.errors import StoreError
+from featstore.extract.cluster import NodeGroup
 from featstore.extract.config import ExtractConfig
 from featstore.extract.console import Console
-from featstore.extract.rates import decode_key, feature_layouts, save_rates_file, spec_set_key, write_key
+from featstore.extract.rates import RateTable, decode_key, feature_layouts, save_rates_file, spec_set_key, write_key
 from featstore.extract.run import job_manifest, resolve_dataset, run_extract
-from featstore.extract.specs import decode_config
+from featstore.extract.specs import decode_config, encoder_options
+from featstore.extract.throughput import Options, UnitLoad, startup_residual
 from featstore.store import FeatureStore
 
 __all__ = ["calibrate"]
@@ -79,64 +88,91 @@ def calibrate(
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    # The pipeline's writes were of one-clip units: their cost is nearly all per unit, so
-    # the write rate comes from a whole unit of the run's size, written below instead.
-    records = [{**r, "source": "calibrate"} for r in summary["rates"] if r["kind"] != "write"]
-    stamp = {k: records[0][k] for k in ("source", "measured_at", "host")} if records else {}
-    encode_devices = sorted({r["device"] for r in records if r["kind"] == "encode"})
-    slots = list(specs)
-    records.append(
-        {
-            "kind": "startup",
-            "key": spec_set_key(specs, slots),
-            "device": encode_devices[0] if len(encode_devices) == 1 else "+".join(encode_devices),
-            "clips": summary["clips_run"],
-            "units": summary["units_run"],
-            "seconds": summary["startup_seconds"],
-            "slots": sorted(slots),
-            "spec_ids": sorted(s.id for s in specs.values()),
-            "ray_resources": summary.get("ray_resources"),
-            "wall_seconds": summary["wall_seconds"],
-            **stamp,
-        }
-    )
-    records += _slot_decodes(run_cfg, usable, specs, root, stamp)
+    stamp = {"source": "calibrate", "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname()}
+    pipeline = {r["slot"]: {**r, **stamp} for r in summary["rates"] if r["kind"] == "encode"}
+    cpu_slots = [slot for slot, r in pipeline.items() if r["device"] == "cpu"]
+    records = [r for slot, r in pipeline.items() if slot not in cpu_slots]
+    records += _alone(run_cfg, usable, specs, root, cpu_slots, stamp)
     records.append(_unit_write(specs, features, cfg.unit_size, stamp))
+    records.append(_startup(run_cfg, summary, specs, records, stamp))
     save_rates_file(out, records)
     return {"records": records, "summary": summary, "file": str(out)}
 
 
-def _slot_decodes(
-    cfg: ExtractConfig, samples: list, specs: dict[str, Any], root: Path, stamp: dict[str, Any]
+def _record(kind: str, key: str, device: str, clips: int, seconds: float, slots: list[str], **kw: Any) -> dict:
+    return {
+        "kind": kind,
+        "key": key,
+        "device": device,
+        "clips": clips,
+        "units": 1,
+        "seconds": round(seconds, 4),
+        "slots": sorted(slots),
+        **kw,
+    }
+
+
+def _alone(
+    cfg: ExtractConfig, samples: list, specs: dict[str, Any], root: Path, cpu_slots: list[str], stamp: dict
 ) -> list[dict[str, Any]]:
-    """Each slot's decode timed alone on the calibration clips, in this process."""
-    from featstore.media.clip import decode_clip
+    """The job's decode (all slots at once, then each slot alone) and its CPU encoders,
+    timed in this process on the calibration clips, one thread each as a Ray worker
+    has: CPU-seconds a clip, without the other stages' share of the machine that the
+    pipeline's own timings include (the estimate divides the work among the CPUs)."""
+    import torch
+
+    from featstore.extract.decode import decode_unit
+    from featstore.extract.encode import EncodeStage
+    from featstore.extract.plan import UnitWork
 
     decode = decode_config(cfg)
+    rows = [s.to_dict() for s in samples]
     out = []
-    for slot in specs:
-        t0 = time.perf_counter()
-        for sample in samples:
-            decode_clip(sample, root, [slot], decode)
+    for slots in [list(specs), *([s] for s in specs)] if len(specs) > 1 else [list(specs)]:
+        work = decode_unit({"work": UnitWork(0, rows, slots)}, str(root), decode)["work"]
         out.append(
-            {
-                "kind": "decode",
-                "key": decode_key(specs, [slot]),
-                "device": "cpu",
-                "clips": len(samples),
-                "units": 1,
-                "seconds": round(time.perf_counter() - t0, 4),
-                "slots": [slot],
-                "alone": True,  # timed outside the pipeline: gives the slot's share of a joint decode
-                **stamp,
-            }
+            _record("decode", decode_key(specs, slots), "cpu", len(rows), work.seconds["decode"], slots, **stamp)
         )
-    return out
+    work = decode_unit({"work": UnitWork(0, rows, list(specs))}, str(root), decode)["work"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # Ray gives a worker OMP_NUM_THREADS=1
+    try:
+        for slot in cpu_slots:
+            opts = encoder_options(cfg, decode, slot)
+            stage = EncodeStage(slot, cfg.preset, cfg.overrides().get(slot), opts, specs[slot].id, cfg.batch_size)
+            stage._encode(UnitWork(0, rows[:1], [slot], clips=work.clips[:1]))  # warm-up: the first call's set-up
+            t0 = time.perf_counter()
+            stage._encode(work)
+            seconds = time.perf_counter() - t0
+            encoded = len(rows) - len(work.failures.get(slot, {}))
+            out.append(_record("encode", specs[slot].id, "cpu", encoded, seconds, [slot], slot=slot, **stamp))
+    finally:
+        torch.set_num_threads(threads)
+    return [{**r, "alone": True} for r in out]
 
 
-def _unit_write(
-    specs: dict[str, Any], features: dict[str, list], unit_size: int, stamp: dict[str, Any]
-) -> dict[str, Any]:
+def _startup(cfg: ExtractConfig, summary: dict, specs: dict[str, Any], records: list, stamp: dict) -> dict[str, Any]:
+    """The calibration run's wall time beyond the estimate of its own units from these
+    records, on the Ray cluster it ran on: Ray, planning, worker and model start-up."""
+    table = RateTable(records)
+    devices = {r["slot"]: r["device"] for r in records if r["kind"] == "encode"}
+    slots = list(specs)
+    decode = table.per_clip("decode", decode_key(specs, slots), "cpu") or 0.0
+    encode = {s: table.per_clip("encode", specs[s].id, devices.get(s, "cpu")) or 0.0 for s in slots}
+    write = table.per_clip("write", write_key(specs, slots), "cpu") or 0.0
+    loads = [UnitLoad(1, decode, dict(encode), write) for _ in range(summary["units_run"])]  # one clip a unit
+    res = summary["ray_resources"]
+    nodes = [NodeGroup("ray", 1, res["cpus"], res["gpus"])]
+    gpu = any(d != "cpu" for d in devices.values())
+    opts = Options(cfg.actors, cfg.gpus_per_actor, cfg.decode_cpus, cfg.write_tasks)
+    startup = startup_residual(summary["wall_seconds"], loads, nodes, opts, gpu)
+    device = "+".join(sorted(set(devices.values()))) or "cpu"
+    ids = sorted(s.id for s in specs.values())
+    extra = {"spec_ids": ids, "ray_resources": res, "wall_seconds": summary["wall_seconds"], **stamp}
+    return _record("startup", spec_set_key(specs, slots), device, summary["clips_run"], startup, slots, **extra)
+
+
+def _unit_write(specs: dict[str, Any], features: dict[str, list], unit_size: int, stamp: dict) -> dict[str, Any]:
     """One unit of the run's unit size written as the write stage writes it (every slot's
     features, commit flags last) into a temporary local store: the calibration clips'
     features repeated to fill the unit."""
@@ -148,25 +184,18 @@ def _unit_write(
         store.add_samples(ids, [hashlib.sha256(i.encode()).hexdigest() for i in ids])
         feats = {slot: store.add_spec(spec, unit_size=unit_size) for slot, spec in specs.items()}
         data = {
-            slot: np.resize(np.stack(rows), (unit_size, *specs[slot].shape)).astype(specs[slot].dtype)
-            if rows
-            else np.zeros((unit_size, *specs[slot].shape), specs[slot].dtype)
+            slot: np.resize(
+                np.stack(rows) if rows else np.zeros((1, *specs[slot].shape)), (unit_size, *specs[slot].shape)
+            )
             for slot, rows in features.items()
         }
         t0 = time.perf_counter()
         for slot, feat in feats.items():
-            feat.write_unit(0, data[slot])
+            feat.write_unit(0, data[slot].astype(specs[slot].dtype))
         seconds = time.perf_counter() - t0
     slots = list(specs)
+    layouts = feature_layouts(specs, slots)
     return {
-        "kind": "write",
-        "key": write_key(specs, slots),
-        "device": "cpu",
-        "clips": unit_size,
-        "units": 1,
-        "seconds": round(seconds, 4),
-        "slots": sorted(slots),
-        "features": feature_layouts(specs, slots),
-        "alone": True,  # a whole unit of the run's size, timed outside the pipeline, on a local folder
-        **stamp,
+        **_record("write", write_key(specs, slots), "cpu", unit_size, seconds, slots, features=layouts, **stamp),
+        "alone": True,
     }

@@ -82,14 +82,14 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
     return lines
 
 
-def rates_line(records: list[dict], startup: float | None = None) -> str:
+def rates_line(records: list[dict], startup: float | None = None, where: str = "the store's .rates.json") -> str:
     """Measured rates in one line: seconds per clip of each stage, per slot and device."""
     parts = []
     for r in records:
         what = r.get("slot") or "+".join(r.get("slots", []))
         parts.append(f"{r['kind']} {what} {r['seconds'] / r['clips']:.4f} s/clip on {r['device']}")
     tail = f"; start-up {startup} s (wall time beyond the model of its units)" if startup is not None else ""
-    return "rates measured (appended to the store's .rates.json): " + ", ".join(parts) + tail
+    return f"rates measured (appended to {where}): " + ", ".join(parts) + tail
 
 
 def plan_summary(plan: Any) -> dict[str, Any]:
