@@ -104,6 +104,9 @@ class LiveEncoders:
     def features(self, sample: Mapping[str, Any], root: str | Path) -> dict[str, np.ndarray]:
         """One clip's four features, in the dtype the cache stores.
 
+        Safe on a background thread beside a training step: it neither draws from nor saves and
+        restores the global RNGs (torch, NumPy, Python).
+
         Args:
             sample: manifest fields (``sample_id``, ``video``, optional ``audio`` and ``extra``).
             root: the folder ``video`` and ``audio`` are relative to.
@@ -116,10 +119,11 @@ class LiveEncoders:
         if clip.failures:
             raise ValueError(f"clip {sample.get('video')!r} under {root}: {clip.failures}")
         out = {}
-        # MAE-style encoders draw patch noise even unmasked: fork the RNG so that the caller's
-        # streams (training dropout) draw the same numbers as on the cached path.
-        with _fork_rng():
-            for slot, enc in self.encoders.items():
-                _, inputs = self.tools.collate([clip], slot)
-                out[slot] = np.asarray(enc(inputs)[slot])[0].astype(enc.spec.dtype)
+        # No fork_rng here: this runs in the trainer's prefetch thread while the step draws dropout
+        # masks from the same process-wide torch RNG, and fork_rng's restore on exit would rewind the
+        # step's draws (masks repeated or not, depending on timing). The encoders draw nothing (eval
+        # mode, MAE given fixed noise), so the global RNG is never touched from here.
+        for slot, enc in self.encoders.items():
+            _, inputs = self.tools.collate([clip], slot)
+            out[slot] = np.asarray(enc(inputs)[slot])[0].astype(enc.spec.dtype)
         return out
