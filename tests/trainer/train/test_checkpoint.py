@@ -1,16 +1,21 @@
 """Checkpoints: peft loads the adapter, every file loads with weights_only, the state holds the data
-position and spec ids; a resume or an init on a cache with other spec ids is refused naming both."""
+position and spec ids; a resume or an init on a cache with other spec ids is refused naming both; a save
+that dies before its rename leaves the previous checkpoint as the newest, and resuming from it gives the
+same losses."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import pytest
 import torch
 
 from tests.trainer.conftest import make_cache
+from trainer.train import checkpoint as ckpt
 from trainer.train.config import TrainConfig
-from trainer.train.recipe import TrainRecipe
+from trainer.train.recipe import TrainRecipe, resolve_resume
 
 
 def _cfg(shards, tiny_llm, out, **kw):
@@ -111,3 +116,58 @@ def test_init_from_loads_weights_not_optimizer(trained, cache, tiny_llm, tmp_pat
         assert torch.equal(p, dict(recipe.model.projector.named_parameters())[name]), name
     assert stage2.step == 0 and not stage2.optimizer.state
     assert set(stage2.scheduler.get_last_lr()) == {1e-6}
+
+
+class _KilledBeforeRename(BaseException):
+    """Stands for the process dying between writing a checkpoint's temporary folder and renaming it."""
+
+
+def _losses(out) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in map(json.loads, (out / "losses.jsonl").read_text().splitlines())]
+
+
+def test_a_save_killed_before_its_rename_leaves_the_previous_checkpoint(cache, tiny_llm, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    cfg = _cfg(cache[1], tiny_llm, out, max_steps=4, checkpoint_every=2, keep_checkpoints=0, resume="auto")
+    root = out / "checkpoints"
+    replace = os.replace
+
+    def die_at_step_4(src, dst):
+        if os.path.basename(dst) == ckpt.checkpoint_name(4):
+            raise _KilledBeforeRename(dst)
+        replace(src, dst)
+
+    monkeypatch.setattr(ckpt.os, "replace", die_at_step_4)
+    recipe = TrainRecipe(cfg)
+    recipe.setup(resolve_resume(cfg))
+    with pytest.raises(_KilledBeforeRename):
+        recipe.train()  # steps 1-4 run, step 2 is saved, the save of step 4 dies before its rename
+    monkeypatch.undo()
+    reference = _losses(out)
+    assert [s for s, _ in reference] == [1, 2, 3, 4] and len({v for _, v in reference}) == 4
+    # The temporary folder was written in full, state file included, and is not taken for a checkpoint.
+    (tmp,) = [p for p in root.iterdir() if p.name.startswith(f".{ckpt.checkpoint_name(4)}")]
+    assert {p.name for p in tmp.iterdir()} >= {"adapter", "projector.pt", "optimizer.pt", ckpt.STATE_FILE}
+    assert json.loads((tmp / ckpt.STATE_FILE).read_text())["step"] == 4
+    # A folder of a checkpoint's name without its state file (a copy cut short) is not one either.
+    half = root / ckpt.checkpoint_name(6)
+    shutil.copytree(tmp, half, ignore=shutil.ignore_patterns(ckpt.STATE_FILE))
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == [
+        ckpt.checkpoint_name(2),
+        ckpt.checkpoint_name(6),
+    ]
+    with pytest.raises(FileNotFoundError, match=ckpt.checkpoint_name(6)):
+        resolve_resume(_cfg(cache[1], tiny_llm, out, resume=str(half)))
+    shutil.rmtree(half)
+
+    found = resolve_resume(cfg)
+    assert found == root / ckpt.checkpoint_name(2)
+    resumed = TrainRecipe(cfg)
+    resumed.setup(found)
+    assert resumed.step == 2
+    assert resumed.train()["checkpoint"] == str(root / ckpt.checkpoint_name(4))
+    again = _losses(out)[len(reference) :]
+    assert [s for s, _ in again] == [3, 4]
+    # the same loss curve from step 2 (the losses move by ~1e-2 a step)
+    assert [v for _, v in again] == pytest.approx([v for _, v in reference[2:]], abs=1e-6, rel=0)
+    assert ckpt.read_state(root / ckpt.checkpoint_name(4))["step"] == 4
