@@ -236,11 +236,10 @@ def estimate_plan(
 
     specs = {slot: sp.spec for slot, sp in plan.specs.items()}
     devices = {slot: _device(spec, nodes, rates, say) for slot, spec in specs.items()}
-    rows, loads = _tally(plan, specs, devices, rates, say)
+    rows, loads, totals = _tally(plan, specs, devices, rates, say)
     est = Estimate(units=len(plan.units()), slots=rows, nodes=list(nodes), prices=_about(prices))
+    est.decode_s, est.write_s = totals["decode"], totals["write"]
     if loads is not None and loads:
-        est.decode_s = sum(u.decode for u in loads)
-        est.write_s = sum(u.write for u in loads)
         est.encode_s = sum(sum(u.encode.values()) for u in loads)
         gpu = any(spec.preprocess.get("device_type") == "cuda" for spec in specs.values())
         est.fill_s, est.work_s, est.bound = pipeline_seconds(loads, nodes, opts, gpu)
@@ -261,8 +260,9 @@ def _about(prices: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def _tally(
     plan: Any, specs: Mapping[str, FeatureSpec], devices: Mapping[str, str | None], rates: RateTable, say: Any
-) -> tuple[dict[str, dict[str, Any]], list[UnitLoad] | None]:
-    """Per slot clips, seconds and bytes; per unit its load (None when a rate is missing)."""
+) -> tuple[dict[str, dict[str, Any]], list[UnitLoad] | None, dict[str, float | None]]:
+    """Per slot clips, seconds and bytes; per unit its load (None when a rate is missing);
+    the decode and write totals (None where their rate is missing)."""
     sizes = {sp.unit_size for sp in plan.specs.values()}
     if len(sizes) > 1:
         raise ValueError(f"the specs of one run must share a unit size; they have {sorted(sizes)}")
@@ -276,6 +276,7 @@ def _tally(
         for slot, spec in specs.items()
     }
     loads: list[UnitLoad] | None = []
+    totals: dict[str, float | None] = {"decode": 0.0, "write": 0.0}
     per_set: dict[tuple[str, ...], Any] = {}
     for unit, slots in plan.units().items():
         a, b = unit * usize, min((unit + 1) * usize, n_rows)
@@ -289,13 +290,15 @@ def _tally(
             r["bytes"] += (b - a) * (int(np.prod(spec.shape)) * np.dtype(spec.dtype).itemsize + ROW_META_BYTES)
             r["decode_s"] = None if r["decode_s"] is None or split[s] is None else r["decode_s"] + split[s] * clips
             r["encode_s"] = None if r["encode_s"] is None or encode[s] is None else r["encode_s"] + encode[s] * clips
+        for stage, rate in (("decode", decode), ("write", write)):  # known even when an encoder rate is not
+            totals[stage] = None if totals[stage] is None or rate is None else totals[stage] + rate * clips
         if loads is None or decode is None or write is None or any(encode[s] is None for s in slots):
             loads = None
             continue
         loads.append(UnitLoad(clips, decode * clips, {s: encode[s] * clips for s in slots}, write * clips))
-    if loads and any(r["decode_s"] is None for r in rows.values()):
+    if totals["decode"] is not None and any(r["decode_s"] is None for r in rows.values()):
         say("decode per slot: not measured apart (featstore calibrate times each slot alone); only the total is known")
-    return rows, loads
+    return rows, loads, totals
 
 
 def _startup(rates: RateTable, specs: Mapping[str, FeatureSpec], device: str, say: Any) -> float | None:

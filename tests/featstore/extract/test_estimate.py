@@ -124,6 +124,7 @@ def test_missing_rates_are_named_not_guessed():
     est = estimate_plan(plan, only_cpu, G5, Options(), load_prices())
     assert est.wall_s is None and est.usd is None and est.encode_s is None and est.slots["local"]["encode_s"] is None
     assert est.slots["local"]["clips"] == 9 and est.slots["local"]["decode_s"] == pytest.approx(0.375 * 9)
+    assert (est.decode_s, est.write_s) == (pytest.approx(4.5), pytest.approx(0.45))  # measured: given all the same
     assert est.missing == [
         f"encode local ({spec('local', 'cuda').key}) on NVIDIA A10G; measured on: cpu",
         f"encode audio ({spec('audio', 'cuda').key}) on NVIDIA A10G; measured on: cpu",
@@ -136,6 +137,7 @@ def test_missing_rates_are_named_not_guessed():
     assert len(est.missing) == 1 and est.missing[0].startswith("start-up of a run of local+audio on cpu")
     # Nothing measured at all: every rate of the run is named.
     est = estimate_plan(make_plan(), RateTable(), TWO_CPUS)
+    assert est.decode_s is None and est.write_s is None and est.wall_s is None
     assert [m.split(" (")[0].split(" on ")[0] for m in est.missing] == [
         "decode of local+audio",
         "encode local",
