@@ -1,10 +1,15 @@
 """Data: shards and Zarr give the same examples; a stale cache is refused naming both ids;
-tasks, instructions, chunking and the resumable epoch stream."""
+tasks, instructions, chunking and the resumable epoch stream; two torch.distributed ranks read each
+sample once an epoch between them (shards by file, the store by sample)."""
 
 from __future__ import annotations
 
+import json
+import socket
+
 import numpy as np
 import pytest
+import torch
 
 from tests.trainer.conftest import CACHE_N, annotation
 from trainer.data.cache import Collator, EpochStream, chunks, examples, open_cache
@@ -100,3 +105,45 @@ def test_fewer_shards_than_workers_is_refused_with_the_ways_out(cache, monkeypat
     with pytest.raises(trainer.data.cache.CacheError, match=r"4 file\(s\), fewer than the 8 workers.*--cache zarr"):
         open_cache("shards", str(shards), ids)
     open_cache("zarr", str(cache[0]), ids)  # the store splits by sample
+
+
+def _rank_epochs(rank: int, world: int, port: int, sources: dict[str, str], out: str) -> None:
+    """One rank of a gloo group (a spawned process): its sample ids in epochs 0 and 1 of each cache kind."""
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        seen = {}
+        for kind, source in sources.items():
+            ds, _ = open_cache(kind, source, shuffle=4, seed=5)
+            stream = EpochStream(ds, parse_tasks("emotion"), lambda group: [e.sample_id for e in group], 2, 5, True)
+            for epoch in (0, 1):
+                ids = seen[f"{kind} {epoch}"] = []
+                for fresh, batch in stream.batches(epoch):
+                    if not fresh:
+                        break
+                    ids += batch
+        with open(f"{out}/rank{rank}.json", "w") as f:
+            json.dump(seen, f)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_ranks_read_each_sample_once_an_epoch(cache, tmp_path):
+    """The split Ray Train's workers rely on, under a real torch.distributed group of two processes:
+    shards by file, the store by sample."""
+    store, shards, _ = cache
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sources = {"shards": str(shards), "zarr": str(store)}
+    torch.multiprocessing.spawn(_rank_epochs, args=(2, port, sources, str(tmp_path)), nprocs=2)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    everything = [f"demo_{i:04d}" for i in range(CACHE_N)]
+    for kind in sources:
+        for epoch in (0, 1):
+            per_rank = [r[f"{kind} {epoch}"] for r in ranks]
+            assert [len(ids) for ids in per_rank] == [CACHE_N // 2] * 2, (kind, epoch, per_rank)
+            assert sorted(per_rank[0] + per_rank[1]) == everything, (kind, epoch, per_rank)
+        assert [r[f"{kind} 0"] for r in ranks] != [r[f"{kind} 1"] for r in ranks], kind  # each epoch its order
