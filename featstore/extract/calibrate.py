@@ -5,7 +5,8 @@
    dataset into a scratch store, one clip a unit, so that N clips start as many
    decode and write workers as a long run does on up to N CPUs. Its GPU actors'
    per-unit encode seconds are the GPU rates (``rates.run_records``).
-2. In this process, one thread each as a Ray worker has: the job's decode of the
+2. In one Ray task placed as an encoder actor is (on a cluster, a GPU worker node,
+   not the head that runs the driver), one thread as a Ray worker has: the job's decode of the
    same clips (all slots at once, then each slot alone: each slot's share), its
    CPU encoders (``EncodeStage._encode``) after a warm-up call, and the write of
    one unit of ``--unit-size``. These are CPU-seconds a clip without the share of
@@ -29,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import ray
 
 from featstore.errors import StoreError
 from featstore.extract.cluster import NodeGroup
@@ -88,12 +91,16 @@ def calibrate(
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    stamp = {"source": "calibrate", "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname()}
-    pipeline = {r["slot"]: {**r, **stamp} for r in summary["rates"] if r["kind"] == "encode"}
+    pipeline = {r["slot"]: r for r in summary["rates"] if r["kind"] == "encode"}
     cpu_slots = [slot for slot, r in pipeline.items() if r["device"] == "cpu"]
-    records = [r for slot, r in pipeline.items() if slot not in cpu_slots]
-    records += _alone(run_cfg, usable, specs, root, cpu_slots, stamp)
-    records.append(_unit_write(specs, features, cfg.unit_size, stamp))
+    # The in-process timings run in a Ray task placed as an encoder actor is (on a GPU
+    # worker of a cluster, not on the head that runs this driver).
+    gpus = 0.0 if len(cpu_slots) == len(pipeline) else (cfg.gpus_per_actor or 1.0)
+    task = ray.remote(_time_here).options(num_cpus=1, num_gpus=gpus, max_retries=0)
+    here = ray.get(task.remote(run_cfg, [s.to_dict() for s in usable], specs, str(root), cpu_slots, features))
+    stamp = {"source": "calibrate", "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": here["host"]}
+    records = [{**r, **stamp} for slot, r in pipeline.items() if slot not in cpu_slots]
+    records += [{**r, **stamp, "alone": True} for r in here["records"]]
     records.append(_startup(run_cfg, summary, specs, records, stamp))
     save_rates_file(out, records)
     return {"records": records, "summary": summary, "file": str(out)}
@@ -112,9 +119,16 @@ def _record(kind: str, key: str, device: str, clips: int, seconds: float, slots:
     }
 
 
-def _alone(
-    cfg: ExtractConfig, samples: list, specs: dict[str, Any], root: Path, cpu_slots: list[str], stamp: dict
-) -> list[dict[str, Any]]:
+def _time_here(
+    cfg: ExtractConfig, rows: list[dict], specs: dict[str, Any], root: str, cpu_slots: list[str], features: dict
+) -> dict[str, Any]:
+    """Ray task: the in-process timings (``_alone``, ``_unit_write``) on the node it runs on."""
+    records = _alone(cfg, rows, specs, root, cpu_slots)
+    records.append(_unit_write(specs, features, cfg.unit_size))
+    return {"records": records, "host": socket.gethostname()}
+
+
+def _alone(cfg: ExtractConfig, rows: list[dict], specs: dict[str, Any], root: str, cpu_slots: list[str]) -> list[dict]:
     """The job's decode (all slots at once, then each slot alone) and its CPU encoders,
     timed in this process on the calibration clips, one thread each as a Ray worker
     has: CPU-seconds a clip, without the other stages' share of the machine that the
@@ -126,14 +140,11 @@ def _alone(
     from featstore.extract.plan import UnitWork
 
     decode = decode_config(cfg)
-    rows = [s.to_dict() for s in samples]
     out = []
     for slots in [list(specs), *([s] for s in specs)] if len(specs) > 1 else [list(specs)]:
-        work = decode_unit({"work": UnitWork(0, rows, slots)}, str(root), decode)["work"]
-        out.append(
-            _record("decode", decode_key(specs, slots), "cpu", len(rows), work.seconds["decode"], slots, **stamp)
-        )
-    work = decode_unit({"work": UnitWork(0, rows, list(specs))}, str(root), decode)["work"]
+        work = decode_unit({"work": UnitWork(0, rows, slots)}, root, decode)["work"]
+        out.append(_record("decode", decode_key(specs, slots), "cpu", len(rows), work.seconds["decode"], slots))
+    work = decode_unit({"work": UnitWork(0, rows, list(specs))}, root, decode)["work"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # Ray gives a worker OMP_NUM_THREADS=1
     try:
@@ -145,10 +156,10 @@ def _alone(
             stage._encode(work)
             seconds = time.perf_counter() - t0
             encoded = len(rows) - len(work.failures.get(slot, {}))
-            out.append(_record("encode", specs[slot].id, "cpu", encoded, seconds, [slot], slot=slot, **stamp))
+            out.append(_record("encode", specs[slot].id, "cpu", encoded, seconds, [slot], slot=slot))
     finally:
         torch.set_num_threads(threads)
-    return [{**r, "alone": True} for r in out]
+    return out
 
 
 def _startup(cfg: ExtractConfig, summary: dict, specs: dict[str, Any], records: list, stamp: dict) -> dict[str, Any]:
@@ -172,7 +183,7 @@ def _startup(cfg: ExtractConfig, summary: dict, specs: dict[str, Any], records: 
     return _record("startup", spec_set_key(specs, slots), device, summary["clips_run"], startup, slots, **extra)
 
 
-def _unit_write(specs: dict[str, Any], features: dict[str, list], unit_size: int, stamp: dict) -> dict[str, Any]:
+def _unit_write(specs: dict[str, Any], features: dict[str, list], unit_size: int) -> dict[str, Any]:
     """One unit of the run's unit size written as the write stage writes it (every slot's
     features, commit flags last) into a temporary local store: the calibration clips'
     features repeated to fill the unit."""
@@ -195,7 +206,4 @@ def _unit_write(specs: dict[str, Any], features: dict[str, list], unit_size: int
         seconds = time.perf_counter() - t0
     slots = list(specs)
     layouts = feature_layouts(specs, slots)
-    return {
-        **_record("write", write_key(specs, slots), "cpu", unit_size, seconds, slots, features=layouts, **stamp),
-        "alone": True,
-    }
+    return _record("write", write_key(specs, slots), "cpu", unit_size, seconds, slots, features=layouts)
