@@ -1,5 +1,5 @@
 """The ``featstore plan`` (with ``--estimate``) and ``featstore calibrate`` commands:
-what an extraction run will compute, what it will cost, and the rates that says so."""
+what an extraction run will compute, what it will cost, and the rates the cost rests on."""
 
 from __future__ import annotations
 
@@ -63,11 +63,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     try:
         cfg = _job_config(args, PLAN_OPTIONS + ESTIMATE_OPTIONS, dataset=args.dataset, store=args.store)
         overrides = _price_args(args) if args.estimate else None
-        nodes = _nodes(args) if args.estimate else None
+        nodes = _cluster(args) if args.estimate and args.cluster else None
     except ValueError as e:
         print(f"featstore plan: {e}", file=sys.stderr)
         return 2
-    if nodes is not None and cfg.gpus_per_actor is None and args.cluster:
+    if nodes is not None and cfg.gpus_per_actor is None:
         # As the job does on that cluster: one GPU an actor when it has GPUs (specs for cuda), else the CPU.
         cfg.gpus_per_actor = 1.0 if sum(n.count * n.gpus for n in nodes) >= 1 else 0.0
     manifest = job_manifest(cfg)
@@ -80,8 +80,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     out = plan.to_dict()
     lines = plan.lines()
     if args.estimate:
-        try:
-            est = _estimate(args, cfg, plan, nodes, overrides)
+        from featstore.extract.cluster import local_nodes
+
+        try:  # this machine's GPUs are counted once planning has loaded torch
+            est = _estimate(args, cfg, plan, nodes or local_nodes(), overrides)
         except ValueError as e:
             print(f"featstore plan: {e}", file=sys.stderr)
             return 2
@@ -97,12 +99,10 @@ def _price_args(args: argparse.Namespace) -> dict[str, float]:
     return parse_price_overrides(args.price)
 
 
-def _nodes(args: argparse.Namespace) -> list[Any]:
-    """The --cluster file's nodes at full size, else this machine."""
-    from featstore.extract.cluster import local_nodes, parse_cluster
+def _cluster(args: argparse.Namespace) -> list[Any]:
+    """The --cluster file's nodes at full size."""
+    from featstore.extract.cluster import parse_cluster
 
-    if not args.cluster:
-        return local_nodes()
     try:
         return parse_cluster(args.cluster)
     except OSError as e:
