@@ -32,10 +32,12 @@ ARGS = [
 STEPS = 4
 
 
-def _run(store, tiny_llm, out) -> subprocess.CompletedProcess:
+def _run(store, tiny_llm, out, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO), "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
     cmd = [sys.executable, str(REPO / "jobs" / "train.py"), "--store", str(store), "--tiny-dir", str(tiny_llm)]
-    done = subprocess.run([*cmd, "--out-dir", str(out), *ARGS], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [*cmd, "--out-dir", str(out), *ARGS, *extra], env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
@@ -58,7 +60,7 @@ def runs(cache, tiny_llm, tmp_path_factory):
     resumed = tmp_path_factory.mktemp("ray-resumed")
     step1 = _checkpoints(full)[1]  # mid-epoch 0: 1 of its 2 steps done
     shutil.copytree(step1, resumed / "ray" / "earlier-run" / step1.name)  # where --resume auto looks
-    return full, resumed, _run(store, tiny_llm, resumed)
+    return full, resumed, _run(store, tiny_llm, resumed, "--checkpoint-every", "0")  # only its last
 
 
 def test_two_workers_cover_every_sample_once_an_epoch(runs):
