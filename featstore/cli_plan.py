@@ -9,29 +9,14 @@ import sys
 from typing import Any
 
 from featstore.errors import StoreError
+from featstore.extract.config import SAVED_FIELDS
 from featstore.store import FeatureStore
 
 __all__ = ["CALIBRATE_OPTIONS", "ESTIMATE_OPTIONS", "PLAN_OPTIONS", "add_plan_commands", "cmd_calibrate", "cmd_plan"]
 
-# ExtractConfig options that decide what a run computes (the spec ids and the samples).
-PLAN_OPTIONS = (
-    "format",
-    "annotation",
-    "preset",
-    "encoders",
-    "checkpoint",
-    "batch_size",
-    "unit_size",
-    "global_frame",
-    "local_frames",
-    "frames",
-    "whisper_pooling",
-    "decode_timeout",
-    "global_output",
-    "limit",
-    "retry_failed",
-    "gpus_per_actor",
-)
+# ExtractConfig options that decide what a run computes (the spec ids and the samples): those
+# the store saves, and which samples and on what device.
+PLAN_OPTIONS = (*SAVED_FIELDS, "limit", "retry_failed", "gpus_per_actor")
 # ExtractConfig options that decide how fast it runs (used by --estimate only).
 ESTIMATE_OPTIONS = ("actors", "decode_cpus", "write_tasks")
 # The job's options a calibration takes: all but the outputs and the sample selection

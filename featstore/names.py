@@ -58,36 +58,32 @@ _EVA = "EvaGlobalEncoder"
 _HUBERT = "HubertAudioEncoder"
 _CLIP = "ClipFramesEncoder"
 _WHISPER = "WhisperAudioEncoder"
+_REAL_PRESETS = {
+    "emotion-llama": {
+        "global": (_EVA, "Salesforce/blip2-opt-2.7b", {}),
+        "local": ("MaeLocalEncoder", "facebook/vit-mae-large", {}),
+        "temporal": ("VideoMaeTemporalEncoder", "MCG-NJU/videomae-large", {}),
+        "audio": (_HUBERT, "TencentGameMate/chinese-hubert-large", {}),
+    },
+    "affectgpt": {
+        "frames": (_CLIP, "openai/clip-vit-large-patch14", {}),
+        "audio": (_HUBERT, "TencentGameMate/chinese-hubert-large", {}),
+    },
+    "emotion-llama-v2": {
+        "global": (_EVA, "Salesforce/blip2-opt-2.7b", {}),
+        "whisper": (_WHISPER, "openai/whisper-large-v3", {}),
+    },
+}
+# Each real preset's tiny stand-in: the same rows with the tiny checkpoints as sources.
+_TINY_NAMES = {"emotion-llama": "tiny", "affectgpt": "tiny-affectgpt", "emotion-llama-v2": "tiny-emotion-llama-v2"}
 PRESET_TABLE = MappingProxyType(
     {
-        "tiny": {
-            "global": (_EVA, "tiny:global", {}),
-            "local": ("MaeLocalEncoder", "tiny:local", {}),
-            "temporal": ("VideoMaeTemporalEncoder", "tiny:temporal", {}),
-            "audio": (_HUBERT, "tiny:audio", {}),
-        },
-        "emotion-llama": {
-            "global": (_EVA, "Salesforce/blip2-opt-2.7b", {}),
-            "local": ("MaeLocalEncoder", "facebook/vit-mae-large", {}),
-            "temporal": ("VideoMaeTemporalEncoder", "MCG-NJU/videomae-large", {}),
-            "audio": (_HUBERT, "TencentGameMate/chinese-hubert-large", {}),
-        },
-        "tiny-affectgpt": {
-            "frames": (_CLIP, "tiny:frames", {}),
-            "audio": (_HUBERT, "tiny:audio", {}),
-        },
-        "affectgpt": {
-            "frames": (_CLIP, "openai/clip-vit-large-patch14", {}),
-            "audio": (_HUBERT, "TencentGameMate/chinese-hubert-large", {}),
-        },
-        "tiny-emotion-llama-v2": {
-            "global": (_EVA, "tiny:global", {}),
-            "whisper": (_WHISPER, "tiny:whisper", {}),
-        },
-        "emotion-llama-v2": {
-            "global": (_EVA, "Salesforce/blip2-opt-2.7b", {}),
-            "whisper": (_WHISPER, "openai/whisper-large-v3", {}),
-        },
+        name: rows
+        for real, real_rows in _REAL_PRESETS.items()
+        for name, rows in (
+            (_TINY_NAMES[real], {s: (cls, TINY_SOURCE + s, dict(opts)) for s, (cls, _, opts) in real_rows.items()}),
+            (real, real_rows),
+        )
     }
 )
 PRESETS = tuple(PRESET_TABLE)
