@@ -48,9 +48,8 @@ class FeatureLayout:
         for s, k in pairs:
             if k == "cls" and s not in patches:
                 raise ValueError(f"layout {self.name!r}: cls of {s!r} needs {s!r} as the patches slot")
-        seen = [(s, k) for s, k in pairs]
-        if len(set(seen)) != len(seen):
-            raise ValueError(f"layout {self.name!r}: a (slot, kind) pair appears twice: {seen}")
+        if len(set(pairs)) != len(pairs):
+            raise ValueError(f"layout {self.name!r}: a (slot, kind) pair appears twice: {list(pairs)}")
 
     @property
     def slots(self) -> tuple[str, ...]:
